@@ -1,0 +1,375 @@
+"""IllumePlus: a Qwen2 language model that reads images as continuous features and writes them
+as discrete codes (SPEC §3).
+
+Reading: an image's frame (frames.py) sits in the token sequence; its code slots receive the
+DualViTok encoders' features through two MLP adaptors — the ViT merger output (before the
+tokenizer's target LayerNorm) through `semantic_adaptor`, the pixel-encoder output (before
+`pixel_quant_conv`) through `pixel_adaptor`. Markers keep the LLM's own embeddings.
+Writing: image codes are ordinary vocabulary entries, predicted by the LM head like text and
+fed back through the embedding table.
+
+Batches are left-padded (processor.collate) with per-row position ids, so the last column is
+every row's last real token: decoding reads logits there only, never over the whole sequence.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from ..tokenizer.config import DualViTokConfig
+from ..tokenizer.pixel import PixelEncoder
+from ..tokenizer.preprocess import semantic_input_size, semantic_patches
+from ..utils.io import load_safetensors, save_safetensors
+from .config import IllumePlusConfig
+
+if TYPE_CHECKING:
+    from .processor import MultimodalBatch
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class VisionEncoders(nn.Module):
+    """DualViTok's two encoders as the MLLM uses them: features before any head or quantiser.
+
+    `semantic_encoder` is the Qwen2-VL vision tower (transformers' module, the authors' names);
+    `pixel_encoder` is DualViTok's pixel encoder (tokenizer/pixel.py)."""
+
+    def __init__(self, config: DualViTokConfig):
+        super().__init__()
+        from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
+        from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
+
+        self.config = config
+        vit_config = Qwen2VLVisionConfig(**config.vit_config_kwargs())
+        vit_config._attn_implementation = "sdpa"
+        self.semantic_encoder = Qwen2VisionTransformerPretrainedModel(vit_config)
+        self.pixel_encoder = PixelEncoder(config)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, 3, H, W) in [-1, 1], one size -> semantic (B, h1*w1, C_vit) and pixel
+        (B, h2*w2, codebook_dim) features, both in raster order."""
+        cfg = self.config
+        size = semantic_input_size(*images.shape[-2:], cfg.resolution_mapping, cfg.semantic_downsample)
+        patches, grid_thw = semantic_patches(images, size, cfg.semantic_image_mean, cfg.semantic_image_std,
+                                             cfg.vit_patch_size, cfg.vit_temporal_patch_size,
+                                             cfg.vit_spatial_merge_size)
+        vit_dtype = self.semantic_encoder.patch_embed.proj.weight.dtype
+        merged = self.semantic_encoder(patches.to(vit_dtype), grid_thw=grid_thw).pooler_output
+        semantic = merged.view(images.shape[0], -1, merged.shape[-1])
+        pixel_dtype = self.pixel_encoder.conv_in.weight.dtype
+        pixel = self.pixel_encoder(images.to(pixel_dtype)).flatten(2).transpose(1, 2)
+        return semantic, pixel
+
+
+class Adaptor(nn.Sequential):
+    """Linear -> GELU -> Linear, from an encoder's width to the LLM's (names .0 and .2 as the authors')."""
+
+    def __init__(self, in_features: int, hidden_features: int, out_features: int):
+        super().__init__(nn.Linear(in_features, hidden_features), nn.GELU(), nn.Linear(hidden_features, out_features))
+
+
+@dataclass
+class StepOutput:
+    logits: torch.Tensor | None  # (B, V) fp32 at the last position ((B, stop - start) for a vocab range)
+    hidden: torch.Tensor  # (B, D) final hidden state at the last position
+    past_key_values: object  # transformers Cache
+
+
+@dataclass
+class IllumePlusOutput:
+    loss: torch.Tensor  # mean next-token CE over labelled positions
+    num_tokens: int  # how many positions the loss averages over
+
+
+class IllumePlus(nn.Module):
+    def __init__(self, config: IllumePlusConfig):
+        super().__init__()
+        from transformers import Qwen2ForCausalLM
+
+        self.config = config
+        self.language_model = Qwen2ForCausalLM(config.qwen2_config())
+        self.vision_tower = VisionEncoders(config.tokenizer)
+        hidden = config.adaptor_hidden_size or config.hidden_size
+        self.semantic_adaptor = Adaptor(config.semantic_feature_dim, hidden, config.hidden_size)
+        self.pixel_adaptor = Adaptor(config.pixel_feature_dim, hidden, config.hidden_size)
+        if config.freeze_vision_encoders:
+            self.vision_tower.requires_grad_(False)
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def device(self) -> torch.device:
+        return self.language_model.lm_head.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.language_model.lm_head.weight.dtype
+
+    @property
+    def vision_tower_trainable(self) -> bool:
+        """Whether any encoder parameter trains (stage 3 unfreezes parts of the ViT and pixel encoder)."""
+        return any(p.requires_grad for p in self.vision_tower.parameters())
+
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The LLM's input embeddings of token ids (B, k) -> (B, k, D)."""
+        return self.language_model.get_input_embeddings()(input_ids)
+
+    def encode_images(self, images: list[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Adaptor outputs for each image (3, H, W) in [-1, 1]: (semantic (h1*w1, D), pixel
+        (h2*w2, D)). Images of the same size go through the encoders together."""
+        by_size = defaultdict(list)
+        for i, image in enumerate(images):
+            _check_image(image, self.config.image_size_factor)
+            by_size[tuple(image.shape)].append(i)
+        out: list = [None] * len(images)
+        encoders_train = torch.is_grad_enabled() and self.vision_tower_trainable
+        for indices in by_size.values():
+            pixels = torch.stack([images[i] for i in indices]).to(self.device)
+            with torch.set_grad_enabled(encoders_train):  # frozen encoders keep no activations
+                semantic, pixel = self.vision_tower(pixels)
+            semantic = self.semantic_adaptor(semantic.to(self.semantic_adaptor[0].weight.dtype))
+            pixel = self.pixel_adaptor(pixel.to(self.pixel_adaptor[0].weight.dtype))
+            for j, i in enumerate(indices):
+                out[i] = (semantic[j], pixel[j])
+        return out
+
+    def embed_inputs(self, batch: "MultimodalBatch") -> torch.Tensor:
+        """inputs_embeds (B, L, D): token embeddings, with each continuous image's adaptor
+        features written into its code slots (all slots of the batch in one index_put)."""
+        embeds = self.embed_tokens(batch.input_ids.to(self.device))
+        if not batch.images:
+            return embeds
+        features = self.encode_images([image.pixel_values for image in batch.images])
+        rows, cols, values = [], [], []
+        for image, (semantic, pixel) in zip(batch.images, features):
+            for positions, feats in ((image.semantic_positions, semantic), (image.pixel_positions, pixel)):
+                if positions.numel() != feats.shape[0]:
+                    raise ValueError(f"image of size {tuple(image.pixel_values.shape[-2:])} gives {feats.shape[0]} "
+                                     f"features but its frame has {positions.numel()} slots")
+                rows.append(torch.full_like(positions, image.row))
+                cols.append(positions)
+                values.append(feats)
+        index = (torch.cat(rows).to(self.device), torch.cat(cols).to(self.device))
+        return embeds.index_put(index, torch.cat(values).to(embeds.dtype))
+
+    # ------------------------------------------------------------------ language model
+    def _decoder(self, inputs_embeds, attention_mask, position_ids, past_key_values=None, use_cache=False):
+        out = self.language_model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                                        position_ids=position_ids, past_key_values=past_key_values,
+                                        use_cache=use_cache)
+        return out.last_hidden_state, out.past_key_values
+
+    def logits_from_hidden(self, hidden: torch.Tensor, vocab_range: tuple[int, int] | None = None) -> torch.Tensor:
+        """LM-head logits in fp32 for hidden states (..., D), optionally for the ids
+        [start, stop) only (e.g. one code level: a fraction of the full-vocabulary cost)."""
+        weight = self.language_model.lm_head.weight
+        if vocab_range is not None:
+            weight = weight[vocab_range[0]:vocab_range[1]]
+        return F.linear(hidden.to(weight.dtype), weight).float()
+
+    @torch.no_grad()
+    def prefill(self, batch: "MultimodalBatch", past_key_values=None, vocab_range: tuple[int, int] | None = None,
+                compute_logits: bool = True) -> StepOutput:
+        """Run a left-padded batch through the LLM, filling a KV cache; logits at the last position
+        only (none with compute_logits=False, for callers that apply the head themselves)."""
+        embeds = self.embed_inputs(batch)
+        return self._step(embeds, batch.attention_mask, batch.position_ids, past_key_values, vocab_range,
+                          compute_logits)
+
+    @torch.no_grad()
+    def step(self, attention_mask: torch.Tensor, position_ids: torch.Tensor, past_key_values,
+             input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
+             vocab_range: tuple[int, int] | None = None, compute_logits: bool = True) -> StepOutput:
+        """One decoding step on new tokens (B, k) given as ids or embeddings. `attention_mask`
+        covers cache + new tokens (B, past + k); `position_ids` (B, k) continue each row."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("give exactly one of input_ids and inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.embed_tokens(input_ids.to(self.device))
+        return self._step(inputs_embeds, attention_mask, position_ids, past_key_values, vocab_range, compute_logits)
+
+    def _step(self, embeds, attention_mask, position_ids, past_key_values, vocab_range, compute_logits) -> StepOutput:
+        hidden, cache = self._decoder(embeds, attention_mask.to(self.device), position_ids.to(self.device),
+                                      past_key_values, use_cache=True)
+        last = hidden[:, -1]
+        logits = self.logits_from_hidden(last, vocab_range) if compute_logits else None
+        return StepOutput(logits=logits, hidden=last, past_key_values=cache)
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: "MultimodalBatch") -> IllumePlusOutput:
+        """Next-token cross-entropy on the labelled positions (assistant replies) only."""
+        if batch.labels is None:
+            raise ValueError("forward computes the training loss and needs batch.labels; use prefill/step to decode")
+        embeds = self.embed_inputs(batch)
+        hidden, _ = self._decoder(embeds, batch.attention_mask.to(self.device), batch.position_ids.to(self.device))
+        targets = batch.labels[:, 1:].to(self.device)  # position t predicts token t + 1
+        keep = targets != self.config.ignore_index
+        return IllumePlusOutput(loss=self.chunked_cross_entropy(hidden[:, :-1][keep], targets[keep]),
+                                num_tokens=int(keep.sum()))
+
+    def chunked_cross_entropy(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean CE of (N, D) hidden states against (N,) targets, `loss_chunk_size` rows at a time.
+        Under autograd each chunk is checkpointed, so at most one chunk's fp32 logits
+        (chunk x vocab) exist at once, in forward and backward (SPEC §6)."""
+        if targets.numel() == 0:
+            return hidden.sum() * 0.0  # no labelled token: a zero that keeps the graph
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for start in range(0, targets.numel(), self.config.loss_chunk_size):
+            h = hidden[start:start + self.config.loss_chunk_size]
+            t = targets[start:start + self.config.loss_chunk_size]
+            if torch.is_grad_enabled():
+                total = total + checkpoint(self._chunk_loss_sum, h, t, use_reentrant=False)
+            else:
+                total = total + self._chunk_loss_sum(h, t)
+        return total / targets.numel()
+
+    def _chunk_loss_sum(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.logits_from_hidden(hidden), targets, reduction="sum")
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if not self.vision_tower_trainable:
+            self.vision_tower.eval()  # frozen encoders never run in training mode
+        return self
+
+    # ------------------------------------------------------------------ saving and loading
+    def save_pretrained(self, directory: str | os.PathLike, tokenizer=None) -> None:
+        """config.json + model.safetensors (+ the text tokenizer's files when given)."""
+        directory = os.fspath(directory)
+        os.makedirs(directory, exist_ok=True)
+        self.config.save_json(os.path.join(directory, CONFIG_NAME))
+        save_safetensors(self.state_dict(), os.path.join(directory, WEIGHTS_NAME), metadata={"format": "pt"})
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype | None = None,
+                        device: str | torch.device = "cpu") -> "IllumePlus":
+        directory = os.fspath(directory)
+        config = IllumePlusConfig.from_json(os.path.join(directory, CONFIG_NAME))
+        return cls.from_state_dict(config, load_safetensors(os.path.join(directory, WEIGHTS_NAME), device=device),
+                                   dtype=dtype)
+
+    @classmethod
+    def from_official(cls, path: str | os.PathLike, config: IllumePlusConfig | None = None,
+                      dtype: torch.dtype | None = None) -> "IllumePlus":
+        """The authors' checkpoint folder (origin format or -hf), loaded strictly (official.py)."""
+        from .official import load_official
+
+        return load_official(path, config=config, dtype=dtype)
+
+    @classmethod
+    def from_base_models(cls, config: IllumePlusConfig, language_model: str | os.PathLike | dict,
+                         dualvitok=None) -> "IllumePlus":
+        """The starting point of training (stage 1): a plain Qwen2 LLM whose vocabulary grows by
+        the image tokens, DualViTok's encoders, new adaptors.
+
+        `language_model`: a transformers Qwen2 folder (config.json + safetensors / .bin) or its
+        state dict, with `config.text_vocab_rows` embedding rows. Its rows are kept; the new rows
+        (and the adaptors) keep this model's random init, normal(0, 0.02) as the authors'
+        `resize_token_embeddings` gave them. `dualvitok`: a DualViTok whose ViT and pixel
+        encoder are copied (None: they stay random)."""
+        from .official import read_weights
+
+        base = dict(language_model) if isinstance(language_model, dict) else read_weights(language_model)
+        model = cls(config)
+        ours = model.language_model.state_dict()
+        rows = config.text_vocab_rows
+        unknown = sorted(set(base) - set(ours))
+        missing = sorted(set(ours) - set(base) - ({"lm_head.weight"} if config.tie_word_embeddings else set()))
+        if unknown or missing:
+            raise ValueError(f"the base language model does not match the config: missing {missing[:10]}, "
+                             f"unexpected {unknown[:10]}")
+        with torch.no_grad():
+            for key, tensor in base.items():
+                target = ours[key]
+                if key in ("model.embed_tokens.weight", "lm_head.weight"):
+                    if tensor.shape != (rows, target.shape[1]):
+                        raise ValueError(f"{key} has shape {tuple(tensor.shape)}; the config expects "
+                                         f"{rows} text rows of width {target.shape[1]}")
+                    target[:rows].copy_(tensor)
+                elif tensor.shape != target.shape:
+                    raise ValueError(f"{key}: base {tuple(tensor.shape)} vs model {tuple(target.shape)}")
+                else:
+                    target.copy_(tensor)
+            if dualvitok is not None:
+                model.vision_tower.semantic_encoder.load_state_dict(dualvitok.semantic_encoder.vit.state_dict())
+                model.vision_tower.pixel_encoder.load_state_dict(dualvitok.pixel_encoder.state_dict())
+        return model
+
+    @classmethod
+    def from_state_dict(cls, config: IllumePlusConfig, state_dict: dict,
+                        dtype: torch.dtype | None = None) -> "IllumePlus":
+        """Build on the meta device and take every tensor from `state_dict` (strict: every key
+        consumed, nothing left uninitialised)."""
+        with torch.device("meta"):
+            model = cls(config)
+        state_dict = dict(state_dict)
+        if config.tie_word_embeddings:
+            # one tensor under two names; a checkpoint may hold either name or both
+            embed_key, head_key = "language_model.model.embed_tokens.weight", "language_model.lm_head.weight"
+            if head_key not in state_dict and embed_key in state_dict:
+                state_dict[head_key] = state_dict[embed_key]
+            elif embed_key not in state_dict and head_key in state_dict:
+                state_dict[embed_key] = state_dict[head_key]
+        check_state_dict_keys(model, state_dict)
+        model.load_state_dict(state_dict, strict=True, assign=True)
+        if config.tie_word_embeddings:
+            model.language_model.tie_weights()
+        if dtype is not None:
+            model.to(dtype)
+        model.rebuild_rope_buffers()
+        leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+        if leftover:
+            raise RuntimeError(f"tensors left uninitialised after loading: {leftover[:10]}")
+        if config.freeze_vision_encoders:
+            model.vision_tower.requires_grad_(False)
+        return model.eval()
+
+    def rebuild_rope_buffers(self) -> None:
+        """Recompute the RoPE inverse frequencies of the LLM and the ViT in fp32. Checkpoints do not
+        hold them (non-persistent), building on the meta device leaves them empty, and a cast to
+        bf16 would round them; the modules that own them rebuild them from their config."""
+        for module in self.modules():
+            names = [n for n in module._non_persistent_buffers_set if module._buffers.get(n) is not None]
+            if names and hasattr(module, "config"):
+                fresh = type(module)(module.config)
+                for name in names:
+                    module._buffers[name] = getattr(fresh, name).to(self.device)
+
+
+def _check_image(image: torch.Tensor, factor: int) -> None:
+    if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"each image must be a (3, H, W) tensor in [-1, 1], got {shape}")
+    h, w = image.shape[-2:]
+    if h % factor or w % factor:
+        raise ValueError(f"image sides must be multiples of {factor}, got {h}x{w} (use the processor to resize)")
+
+
+def check_state_dict_keys(model: nn.Module, state_dict: dict, what: str = "the IllumePlus config") -> None:
+    """Raise a ValueError listing missing and unexpected keys and shape mismatches."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    mismatched = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+                  for k in sorted(set(expected) & set(state_dict)) if state_dict[k].shape != expected[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        for name, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                            ("shape mismatches", mismatched)):
+            if items:
+                shown = "\n  ".join(items[:20]) + (f"\n  ... ({len(items) - 20} more)" if len(items) > 20 else "")
+                parts.append(f"{len(items)} {name}:\n  {shown}")
+        raise ValueError(f"checkpoint does not match {what}:\n" + "\n".join(parts))
+
+
+__all__ = ["IllumePlus", "IllumePlusOutput", "StepOutput", "VisionEncoders", "Adaptor", "check_state_dict_keys"]

@@ -1,0 +1,166 @@
+"""A synthetic checkpoint in the authors' origin format (tiny dims, their key names, written
+here) must load strictly and give the logits of the same weights loaded from our format."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from illume_plus.mllm.config import IllumePlusConfig
+from illume_plus.mllm.model import IllumePlus
+from illume_plus.mllm.official import config_from_official, load_official
+
+# Our prefix -> theirs (SPEC §3 "Origin-format checkpoint keys"), written out independently.
+THEIR_PREFIX = {
+    "language_model.model.": "model.",
+    "language_model.lm_head.": "lm_head.",
+    "vision_tower.semantic_encoder.": "model.vision_tower.semantic_encoder.",
+    "vision_tower.pixel_encoder.": "model.vision_tower.pixel_encoder.",
+    "semantic_adaptor.": "model.mm_projector.projector_1.",
+    "pixel_adaptor.": "model.mm_projector.projector_2.",
+}
+
+
+def their_state_dict(model):
+    out = {}
+    for key, tensor in model.state_dict().items():
+        prefix = next(p for p in THEIR_PREFIX if key.startswith(p))
+        out[THEIR_PREFIX[prefix] + key[len(prefix):]] = tensor.detach().clone().contiguous()
+    return out
+
+
+def their_config(config: IllumePlusConfig) -> dict:
+    """The LLM part of their config.json (Qwen2 fields, extended vocab_size)."""
+    return {"architectures": ["ILLUMEQwen2ForCausalLM"], "model_type": "illume_qwen2",
+            "hidden_size": config.hidden_size, "num_hidden_layers": config.num_hidden_layers,
+            "num_attention_heads": config.num_attention_heads, "num_key_value_heads": config.num_key_value_heads,
+            "intermediate_size": config.intermediate_size, "rope_theta": config.rope_theta,
+            "rms_norm_eps": config.rms_norm_eps, "tie_word_embeddings": config.tie_word_embeddings,
+            "max_position_embeddings": config.max_position_embeddings, "vocab_size": config.vocab_size,
+            "mm_hidden_size": [config.semantic_feature_dim, config.pixel_feature_dim]}
+
+
+def write_sharded(folder, state_dict, config, fmt):
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(their_config(config)))
+    keys = sorted(state_dict)
+    shards = {f"model-0000{i + 1}-of-00002.{fmt}": keys[i::2] for i in range(2)}
+    for name, names in shards.items():
+        part = {k: state_dict[k] for k in names}
+        if fmt == "safetensors":
+            save_file(part, str(folder / name))
+        else:
+            torch.save(part, folder / name)
+    index = "model.safetensors.index.json" if fmt == "safetensors" else "pytorch_model.bin.index.json"
+    weight_map = {k: name for name, names in shards.items() for k in names}
+    (folder / index).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+
+
+@pytest.fixture(scope="module")
+def source_model(tiny_config):
+    torch.manual_seed(3)
+    model = IllumePlus(tiny_config).eval()
+    with torch.no_grad():  # the tiny preset ties embeddings; give the adaptors non-trivial biases too
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    return model
+
+
+def understanding_batch(processor):
+    g = torch.Generator().manual_seed(0)
+    seqs = [processor.encode_understanding(torch.rand(3, 64, 96, generator=g) * 2 - 1, "What is it?"),
+            processor.encode_text_to_image("a red circle", (512, 512))]
+    return processor.collate(seqs)
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_origin_checkpoint_loads_strictly_and_matches_our_format(fmt, tmp_path, source_model, tiny_config,
+                                                                 tiny_processor, tiny_tokenizer):
+    ours = tmp_path / "ours"
+    source_model.save_pretrained(ours, tokenizer=tiny_tokenizer)
+    from_ours = IllumePlus.from_pretrained(ours)
+    theirs = tmp_path / "theirs"
+    write_sharded(theirs, their_state_dict(source_model), tiny_config, fmt)
+    from_theirs = load_official(theirs, config=tiny_config)
+
+    batch = understanding_batch(tiny_processor)
+    expected = source_model.prefill(batch).logits
+    torch.testing.assert_close(from_ours.prefill(batch).logits, expected, atol=0, rtol=0)
+    torch.testing.assert_close(from_theirs.prefill(batch).logits, expected, atol=0, rtol=0)
+    assert not any(p.requires_grad for p in from_theirs.vision_tower.parameters())
+
+
+def test_our_format_round_trips_config_and_tokenizer(tmp_path, source_model, tiny_tokenizer, tiny_processor):
+    from illume_plus.mllm.processor import IllumePlusProcessor
+
+    source_model.save_pretrained(tmp_path, tokenizer=tiny_tokenizer)
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in tmp_path.iterdir()}
+    processor = IllumePlusProcessor.from_pretrained(tmp_path)
+    assert processor.layout == tiny_processor.layout
+    assert processor.config == source_model.config
+
+
+def test_config_is_read_from_their_config_json(tmp_path, tiny_config):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(their_config(tiny_config)))
+    config = config_from_official(folder, tokenizer=tiny_config.tokenizer)
+    assert config == tiny_config  # LLM dims, and base rows = vocab_size - image tokens
+    full = dict(their_config(IllumePlusConfig.from_name("illume-plus-3b")), vocab_size=283047)
+    (folder / "config.json").write_text(json.dumps({"text_config": full}))  # -hf style nesting
+    assert config_from_official(folder).text_vocab_rows == 151936
+
+
+def test_missing_and_unexpected_keys_are_listed(tmp_path, source_model, tiny_config):
+    state = their_state_dict(source_model)
+    del state["model.mm_projector.projector_2.0.bias"]
+    write_sharded(tmp_path / "missing", state, tiny_config, "safetensors")
+    with pytest.raises(ValueError, match="missing keys:\n  pixel_adaptor.0.bias"):
+        load_official(tmp_path / "missing", config=tiny_config)
+
+    state = their_state_dict(source_model)
+    state["model.vision_tower.some_new_head.weight"] = torch.zeros(1)
+    write_sharded(tmp_path / "unknown", state, tiny_config, "safetensors")
+    with pytest.raises(ValueError, match="model.vision_tower.some_new_head.weight"):
+        load_official(tmp_path / "unknown", config=tiny_config)
+
+    state = their_state_dict(source_model)
+    state["model.layers.0.mlp.gate_proj.weight"] = torch.zeros(3, 3)
+    write_sharded(tmp_path / "shape", state, tiny_config, "safetensors")
+    with pytest.raises(ValueError, match="shape mismatches"):
+        load_official(tmp_path / "shape", config=tiny_config)
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no weights"):
+        load_official(tmp_path / "empty", config=tiny_config)
+
+
+def test_untied_checkpoint_keeps_a_separate_head(tmp_path, tiny_processor):
+    config = IllumePlusConfig.from_name("tiny", tie_word_embeddings=False)
+    torch.manual_seed(4)
+    model = IllumePlus(config).eval()
+    state = their_state_dict(model)
+    write_sharded(tmp_path / "untied", state, config, "safetensors")
+    loaded = load_official(tmp_path / "untied", config=config)
+    assert loaded.language_model.lm_head.weight is not loaded.language_model.model.embed_tokens.weight
+    batch = understanding_batch(tiny_processor)
+    torch.testing.assert_close(loaded.prefill(batch).logits, model.prefill(batch).logits, atol=0, rtol=0)
+
+    del state["lm_head.weight"]  # untied: the head cannot be borrowed from the embedding
+    write_sharded(tmp_path / "headless", state, config, "safetensors")
+    with pytest.raises(ValueError, match="language_model.lm_head.weight"):
+        load_official(tmp_path / "headless", config=config)
+
+
+def test_bf16_loading_keeps_rope_frequencies_in_fp32(tmp_path, source_model, tiny_processor):
+    source_model.save_pretrained(tmp_path)
+    model = IllumePlus.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16
+    inv_freq = model.language_model.model.rotary_emb.inv_freq
+    assert inv_freq.dtype == torch.float32
+    torch.testing.assert_close(inv_freq, source_model.language_model.model.rotary_emb.inv_freq)
+    batch = understanding_batch(tiny_processor)
+    logits = model.prefill(batch).logits
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits, source_model.prefill(batch).logits, atol=0.1, rtol=0.05)
