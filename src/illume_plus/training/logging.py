@@ -1,0 +1,75 @@
+"""Metrics to a JSON-lines file and a progress bar, from rank 0 only."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from ..utils.io import atomic_path
+
+
+class MetricsLogger:
+    """Appends one JSON object per call to `path` (rank 0 only; other ranks are no-ops).
+
+    Lines are appended (a log is written many times; rewriting it each time would be
+    quadratic). On resume, `truncate_after(step)` drops lines logged after the checkpoint,
+    so a resumed run's log reads as one uninterrupted run.
+    """
+
+    def __init__(self, path: str | Path, enabled: bool = True):
+        self.path = Path(path)
+        self.enabled = enabled
+        if enabled:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    def log(self, step: int, metrics: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, "time": round(time.time(), 3)}
+        record.update({k: _plain(v) for k, v in metrics.items()})
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> None:
+        if not self.enabled or not self.path.is_file():
+            return
+        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        with atomic_path(self.path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class ProgressBar:
+    """tqdm bar over optimisation steps showing losses and throughput (rank 0 only)."""
+
+    def __init__(self, total: int, initial: int = 0, enabled: bool = True, desc: str = "train"):
+        self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=not enabled)
+        self._last_time = time.perf_counter()
+        self._images = 0
+
+    def update(self, step: int, images: int, metrics: dict) -> float:
+        """Advance one step; returns images/s since the previous call."""
+        now = time.perf_counter()
+        images_per_second = images / max(now - self._last_time, 1e-9)
+        self._last_time = now
+        shown = {k: f"{v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        self.bar.set_postfix(step=step, **shown, img_s=f"{images_per_second:.1f}", refresh=False)
+        self.bar.update(1)
+        return images_per_second
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _plain(value):
+    if hasattr(value, "item") and getattr(value, "numel", lambda: 2)() == 1:
+        return value.item()
+    return value
