@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import torch
+import torch.nn.functional as F
+
 MAX_ASPECT_RATIO = 200  # beyond this an image cannot hold one token row and one column at once
 
 
@@ -36,3 +39,62 @@ def semantic_input_size(height: int, width: int, mapping: dict | None = None, pa
     if mapping and (height, width) in mapping:
         return tuple(mapping[(height, width)])
     return max(patch, height // patch * patch), max(patch, width // patch * patch)
+
+
+def semantic_patches(images: torch.Tensor, size: tuple[int, int], mean, std, patch_size: int = 14,
+                     temporal_patch_size: int = 2, merge_size: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images (B, 3, H, W) in [-1, 1] -> Qwen2-VL vision input: patch rows (B*gh*gw, C*T*p*p) and
+    grid_thw (B, 3) = [1, gh, gw] per image, with (gh, gw) = size / patch_size.
+
+    [0, 1] scaling, bicubic antialiased resize to `size` in fp32, clamp, CLIP normalisation, the
+    still image repeated to `temporal_patch_size` frames. Rows are ordered so that every
+    merge_size x merge_size window is contiguous (what the PatchMerger expects); columns are
+    (channel, frame, patch row, patch column).
+    """
+    b, c, h, w = images.shape
+    x = (images.float() + 1) / 2
+    if (h, w) != tuple(size):
+        x = F.interpolate(x, size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
+    x = x.clamp(0, 1)
+    x = (x - x.new_tensor(mean).view(1, -1, 1, 1)) / x.new_tensor(std).view(1, -1, 1, 1)
+    gh, gw = size[0] // patch_size, size[1] // patch_size
+    m, p, t = merge_size, patch_size, temporal_patch_size
+    x = x[:, None].expand(b, t, c, *size)  # (B, T, C, H', W')
+    x = x.reshape(b, t, c, gh // m, m, p, gw // m, m, p)
+    # -> (B, gh/m, gw/m, m, m, C, T, p, p)
+    x = x.permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    patches = x.reshape(b * gh * gw, c * t * p * p)
+    grid_thw = torch.tensor([[1, gh, gw]] * b, dtype=torch.long, device=images.device)
+    return patches, grid_thw
+
+
+def image_to_tensor(image, factor: int = 16, min_pixels: int = 32 * 32, max_pixels: int = 512 * 512,
+                    background: tuple[int, int, int] = (255, 255, 255)) -> torch.Tensor:
+    """A PIL image of any mode -> (3, H, W) float tensor in [-1, 1], smart-resized (bicubic) so
+    that H, W are multiples of `factor` and min_pixels <= H*W <= max_pixels.
+
+    The EXIF orientation is applied; 16-bit greyscale is scaled to 8 bits (PIL's convert would
+    clip it); transparent images (RGBA, LA, P with transparency) are composited over
+    `background`, so transparent areas do not take the colour their hidden RGB values hold.
+    """
+    from PIL import Image, ImageOps
+
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"expected a PIL image, got {type(image).__name__}")
+    image = ImageOps.exif_transpose(image)  # camera photos: apply the stored orientation
+    if image.mode.startswith("I;16"):
+        import numpy as np
+
+        image = Image.fromarray((np.asarray(image).astype(np.float32) / 257.0).round().astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode != "RGB" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (*background, 255))
+        image = Image.alpha_composite(canvas, rgba)
+    image = image.convert("RGB")
+    height, width = smart_resize(image.height, image.width, factor, min_pixels, max_pixels)
+    if (height, width) != (image.height, image.width):
+        image = image.resize((width, height), resample=Image.Resampling.BICUBIC)
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(height, width, 3)
+    return pixels.permute(2, 0, 1).float().div(127.5).sub(1.0)
