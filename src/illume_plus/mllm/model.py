@@ -28,6 +28,7 @@ from ..tokenizer.config import DualViTokConfig
 from ..tokenizer.pixel import PixelEncoder
 from ..tokenizer.preprocess import semantic_input_size, semantic_patches
 from ..utils.io import load_safetensors, save_safetensors
+from ..utils.state_dict import check_materialized, check_state_dict_keys
 from .config import IllumePlusConfig
 
 if TYPE_CHECKING:
@@ -320,16 +321,14 @@ class IllumePlus(nn.Module):
                 state_dict[head_key] = state_dict[embed_key]
             elif embed_key not in state_dict and head_key in state_dict:
                 state_dict[embed_key] = state_dict[head_key]
-        check_state_dict_keys(model, state_dict)
+        check_state_dict_keys(model, state_dict, "the IllumePlus config")
         model.load_state_dict(state_dict, strict=True, assign=True)
         if config.tie_word_embeddings:
             model.language_model.tie_weights()
         if dtype is not None:
             model.to(dtype)
         model.rebuild_rope_buffers()
-        leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-        if leftover:
-            raise RuntimeError(f"tensors left uninitialised after loading: {leftover[:10]}")
+        check_materialized(model)
         if config.freeze_vision_encoders:
             model.vision_tower.requires_grad_(False)
         return model.eval()
@@ -355,21 +354,5 @@ def _check_image(image: torch.Tensor, factor: int) -> None:
         raise ValueError(f"image sides must be multiples of {factor}, got {h}x{w} (use the processor to resize)")
 
 
-def check_state_dict_keys(model: nn.Module, state_dict: dict, what: str = "the IllumePlus config") -> None:
-    """Raise a ValueError listing missing and unexpected keys and shape mismatches."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-                  for k in sorted(set(expected) & set(state_dict)) if state_dict[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        for name, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                            ("shape mismatches", mismatched)):
-            if items:
-                shown = "\n  ".join(items[:20]) + (f"\n  ... ({len(items) - 20} more)" if len(items) > 20 else "")
-                parts.append(f"{len(items)} {name}:\n  {shown}")
-        raise ValueError(f"checkpoint does not match {what}:\n" + "\n".join(parts))
 
-
-__all__ = ["IllumePlus", "IllumePlusOutput", "StepOutput", "VisionEncoders", "Adaptor", "check_state_dict_keys"]
+__all__ = ["IllumePlus", "IllumePlusOutput", "StepOutput", "VisionEncoders", "Adaptor"]

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..utils.io import load_json, load_safetensors, save_json, save_safetensors
+from ..utils.state_dict import check_materialized, check_state_dict_keys
 from .config import DualViTokConfig
 from .fusion import fuse_code_maps, inject_code_noise
 from .pixel import PixelDecoder, PixelEncoder
@@ -207,12 +208,10 @@ class DualViTok(nn.Module):
         """Build without random initialisation (on the meta device) and load `state_dict` strictly."""
         with torch.device("meta"):
             model = cls(config)
-        check_state_dict_keys(model, state_dict)
+        check_state_dict_keys(model, state_dict, "the DualViTok config")
         model.load_state_dict(state_dict, strict=True, assign=True)
         model.semantic_encoder.reset_non_persistent_buffers()
-        leftover = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-        if leftover:
-            raise RuntimeError(f"tensors left uninitialised after loading: {leftover[:10]}")
+        check_materialized(model)
         if dtype is not None:
             model.to(dtype)
         return model.eval()
@@ -237,25 +236,8 @@ def load_vit_weights(tok: DualViTok, source: str | os.PathLike | dict) -> None:
     for prefix in VIT_KEY_PREFIXES:
         picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         if expected <= set(picked):
-            check_state_dict_keys(vit, {k: picked[k] for k in expected})
+            check_state_dict_keys(vit, {k: picked[k] for k in expected}, "the Qwen2-VL vision tower")
             vit.load_state_dict({k: picked[k] for k in expected}, strict=True)
             return
     raise ValueError(f"no Qwen2-VL vision tower found in {source if not isinstance(source, dict) else 'state dict'}: "
                      f"expected keys such as {sorted(expected)[:3]} under one of the prefixes {VIT_KEY_PREFIXES}")
-
-
-def check_state_dict_keys(model: nn.Module, state_dict: dict) -> None:
-    """Raise a ValueError listing missing and unexpected keys, and shape mismatches."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = [f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
-                  for k in sorted(set(expected) & set(state_dict)) if state_dict[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        problems = (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
-        for name, items in problems:
-            if items:
-                shown = "\n  ".join(items[:20]) + (f"\n  ... ({len(items) - 20} more)" if len(items) > 20 else "")
-                parts.append(f"{len(items)} {name}:\n  {shown}")
-        raise ValueError("checkpoint does not match the DualViTok config:\n" + "\n".join(parts))
