@@ -14,7 +14,7 @@ The LPIPS network is a frozen submodule: give the discriminator's optimiser
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..utils.config import check_known_fields
 from .discriminator import (
     DiscriminatorConfig,
     NLayerDiscriminator,
@@ -58,10 +59,7 @@ class TokenizerLossConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "TokenizerLossConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown TokenizerLossConfig keys {unknown}; known: {sorted(known)}")
+        check_known_fields(cls, values)
         return cls(**values)
 
     def to_dict(self) -> dict:

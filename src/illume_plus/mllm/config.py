@@ -11,6 +11,7 @@ import copy
 from dataclasses import dataclass, field, fields
 
 from ..tokenizer.config import DualViTokConfig
+from ..utils.config import check_known_fields
 from ..utils.io import load_json, save_json
 from .vocab import extended_vocab_rows
 
@@ -155,10 +156,7 @@ class IllumePlusConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "IllumePlusConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown IllumePlusConfig fields: {unknown}")
+        check_known_fields(cls, d)
         return cls(**copy.deepcopy(d))
 
     def save_json(self, path) -> None:

@@ -8,7 +8,9 @@ runs. `from_official` reads the authors' config dict (see `official.py`).
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+
+from ..utils.config import check_known_fields
 
 # (H, W) -> (H', W'): the size the semantic ViT sees for the anchor sizes (SPEC §2, all H x W).
 # Any other size falls back to flooring each side to a multiple of 28.
@@ -176,10 +178,7 @@ class DualViTokConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "DualViTokConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown DualViTokConfig fields: {unknown}")
+        check_known_fields(cls, d)
         return cls(**copy.deepcopy(d))
 
     def vit_config_kwargs(self) -> dict:
