@@ -202,19 +202,10 @@ class _ImageDataset(Dataset):
         return {"image": tensor, "index": index}
 
 
-class ImageFolderDataset(_ImageDataset):
-    """Every file with an image extension under `root` (recursive, sorted by path)."""
+class _FileImageDataset(_ImageDataset):
+    """Items are image files, `self.paths` (set by the subclass)."""
 
-    def __init__(self, root: str | os.PathLike, transform: ImageTransform, hflip_probability: float = 0.0,
-                 seed: int = 0, extensions: Sequence[str] = IMAGE_EXTENSIONS):
-        super().__init__(transform, hflip_probability, seed)
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder not found: {self.root}")
-        extensions = tuple(e.lower() for e in extensions)
-        self.paths = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-        if not self.paths:
-            raise ValueError(f"no image files ({', '.join(extensions)}) under {self.root}")
+    paths: list[Path]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -229,7 +220,22 @@ class ImageFolderDataset(_ImageDataset):
         return str(self.paths[index])
 
 
-class JsonlImageDataset(_ImageDataset):
+class ImageFolderDataset(_FileImageDataset):
+    """Every file with an image extension under `root` (recursive, sorted by path)."""
+
+    def __init__(self, root: str | os.PathLike, transform: ImageTransform, hflip_probability: float = 0.0,
+                 seed: int = 0, extensions: Sequence[str] = IMAGE_EXTENSIONS):
+        super().__init__(transform, hflip_probability, seed)
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"image folder not found: {self.root}")
+        extensions = tuple(e.lower() for e in extensions)
+        self.paths = sorted(p for p in self.root.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        if not self.paths:
+            raise ValueError(f"no image files ({', '.join(extensions)}) under {self.root}")
+
+
+class JsonlImageDataset(_FileImageDataset):
     """Images listed in a JSON-lines file, one `{"image": "path", ...}` object per line.
     Blank lines are ignored; any other malformed line raises ValueError naming file:line."""
 
@@ -256,18 +262,6 @@ class JsonlImageDataset(_ImageDataset):
                 self.paths.append(path if path.is_absolute() else root / path)
         if not self.paths:
             raise ValueError(f"image list {self.list_path} has no entries")
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def _load(self, index):
-        return load_rgb(self.paths[index])
-
-    def _source_size(self, index):
-        return read_image_size(self.paths[index])
-
-    def _describe(self, index):
-        return str(self.paths[index])
 
 
 class ProceduralImageDataset(_ImageDataset):
@@ -333,8 +327,10 @@ class ImageDataConfig:
         return ImageTransform(mode=self.resize, size=self.size, min_pixels=self.min_pixels, max_pixels=self.max_pixels)
 
 
-def build_dataset(config: ImageDataConfig, seed: int = 0) -> _ImageDataset:
-    transform = config.transform()
+def build_dataset(config: ImageDataConfig, seed: int = 0, transform: ImageTransform | None = None) -> _ImageDataset:
+    """The dataset `config.source` names. `transform` (default: the config's) sizes each image; any
+    object with `mode`, `target_size(h, w)` and `__call__(image, flip)` will do."""
+    transform = config.transform() if transform is None else transform
     if config.source == "procedural":
         sizes = config.source_sizes or [[config.size, config.size]]
         return ProceduralImageDataset(config.num_images, transform, sizes, config.image_seed,

@@ -8,6 +8,7 @@ work), then builds the dataclasses; an unknown key anywhere is an error naming i
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import typing
 from pathlib import Path
@@ -89,3 +90,12 @@ def load_config(cls, path: str | Path | None, overrides: list[str] = ()):
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: top level must be a mapping of sections")
     return from_dict(cls, apply_overrides(raw, list(overrides)))
+
+
+def parse_recipe_args(cls, argv: list[str] | None, prog: str, description: str, example: str):
+    """A recipe's command line, `CONFIG [section.key=value ...]`, read into config dataclass `cls`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("config", help=f"YAML recipe, e.g. {example}")
+    parser.add_argument("overrides", nargs="*", help="section.key=value (value parsed as YAML)")
+    args = parser.parse_args(argv)
+    return load_config(cls, args.config, args.overrides)

@@ -28,37 +28,35 @@ per GPU (~52 GB), which fits 80 GB cards; use gradient checkpointing for 1024² 
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from diffusers import AutoencoderKL, DDPMScheduler
 from PIL import Image
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
 
-from ..data import BucketBatchSampler, ImageDataConfig, collate_images
-from ..data.datasets import ImageFolderDataset, JsonlImageDataset, ProceduralImageDataset
+from ..data import ImageDataConfig, build_dataset
+from ..data.datasets import ProceduralImageDataset
 from ..diffusion import (CodeEmbedder, DiffusionDecoder, DiffusionDecoderConfig, DiffusionDecoderPipeline,
                          drop_code_branches, perturb_token_ids, size_condition_index)
 from ..diffusion.pipeline import build_scheduler
 from ..tokenizer.config import DualViTokConfig
 from ..tokenizer.model import DualViTok
-from ..utils.io import atomic_path
-from .checkpoint import Checkpoint, CheckpointManager, restore_rng_state
-from .config import load_config, to_dict
-from .distributed import DistributedContext, all_reduce_max, all_reduce_sum, cleanup_distributed, init_distributed
+from .checkpoint import Checkpoint, CheckpointManager
+from .config import parse_recipe_args
+from .distributed import DistributedContext, cleanup_distributed, init_distributed
 from .ema import EMA
 from .logging import MetricsLogger, ProgressBar
+from .metrics import WindowedMetrics
 from .optim import OptimizerConfig, build_optimizer, build_scheduler as build_lr_scheduler
-from .tokenizer import use_bf16
+from .run import (RunProgress, TrainSection, autocast_settings, build_loader, prepare_output_dir, resume_progress,
+                  save_checkpoint, save_final, seed_process, training_batches)
 
 logger = logging.getLogger(__name__)
 
@@ -112,24 +110,10 @@ class EvalSection:
 
 
 @dataclass
-class DecoderTrainSection:
+class DecoderTrainSection(TrainSection):
     output_dir: str = "runs/decoder"
-    seed: int = 0
     batch_size: int = 16  # per process; the paper's global batch is 128
-    max_steps: int = 1000
-    max_minutes: float | None = None  # stop (with a checkpoint) after this much wall time
-    grad_clip: float = 1.0  # 0 disables clipping
-    mixed_precision: str = "auto"  # "auto" (bf16 on CUDA when supported) | "bf16" | "no"
-    ema_decay: float | None = None  # e.g. 0.9999; None: no EMA
-    init_from: str | None = None  # previous stage: a pipeline folder (final_ema/) or a checkpoint step dir
-    resume: bool = True
-    checkpoint_every: int = 1000
-    keep_last: int = 3
-    log_every: int = 10
-    num_workers: int = 0
-    drop_last: bool = False
-    device: str | None = None
-    progress_bar: bool = True
+    # init_from: a previous stage's pipeline folder (final_ema/) or a checkpoint step dir
 
 
 @dataclass
@@ -195,16 +179,9 @@ class AspectBucketTransform:
 def build_bucketed_dataset(data: ImageDataConfig, buckets: BucketSection, seed: int = 0):
     """One of the data package's datasets, with the aspect-bucket transform."""
     transform = AspectBucketTransform(buckets.sizes, buckets.max_crop_fraction)
-    if data.source == "procedural":
-        sizes = data.source_sizes or [list(transform.sizes[0])]
-        return ProceduralImageDataset(data.num_images, transform, sizes, data.image_seed, data.hflip_probability, seed)
-    if data.source in ("folder", "jsonl") and not data.path:
-        raise ValueError(f"data source {data.source!r} needs data.path")
-    if data.source == "folder":
-        return ImageFolderDataset(data.path, transform, data.hflip_probability, seed)
-    if data.source == "jsonl":
-        return JsonlImageDataset(data.path, transform, data.hflip_probability, seed, data.image_root)
-    raise ValueError(f"unknown data source {data.source!r}; choose 'procedural', 'folder' or 'jsonl'")
+    if data.source == "procedural" and not data.source_sizes:  # render at the first bucket's size
+        data = dataclasses.replace(data, source_sizes=[list(transform.sizes[0])])
+    return build_dataset(data, seed=seed, transform=transform)
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -370,11 +347,7 @@ def train(config: DecoderTrainingConfig) -> Path:
     cfg = config.train
     ctx: DistributedContext = init_distributed(cfg.device)
     device = ctx.device
-    output_dir = Path(cfg.output_dir)
-    if ctx.is_main:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(output_dir / "config.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    output_dir = prepare_output_dir(cfg.output_dir, config, ctx.is_main)
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     tokenizer = build_tokenizer(config.tokenizer).to(device)
@@ -394,15 +367,11 @@ def train(config: DecoderTrainingConfig) -> Path:
     if ctx.is_main and filtered:
         logger.info("%d of %d images left out (crop > %.0f%% or unreadable)", filtered, len(sizes),
                     100 * config.buckets.max_crop_fraction)
-    sampler = BucketBatchSampler(sizes, cfg.batch_size, seed=cfg.seed, shuffle=True, drop_last=cfg.drop_last,
-                                 num_replicas=ctx.world_size, rank=ctx.rank)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_images, num_workers=cfg.num_workers,
-                        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(cfg.seed))
+    loader = build_loader(dataset, cfg, ctx)
     eval_images = held_out_images(config.eval, device) if config.eval.every > 0 and ctx.is_main else None
 
     checkpoints = CheckpointManager(output_dir / "checkpoints", keep_last=cfg.keep_last)
     metrics_log = MetricsLogger(output_dir / "metrics.jsonl", enabled=ctx.is_main)
-    step, epoch, batch_in_epoch, images_seen, num_skipped = 0, 0, 0, 0, 0
     latest = checkpoints.latest() if cfg.resume else None
     if latest is not None:
         unet.load_state_dict(latest.tensors("model"), strict=True)
@@ -411,32 +380,29 @@ def train(config: DecoderTrainingConfig) -> Path:
         state = latest.training_state()
         optimizer.load_state_dict(state["optimizer"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
-        step, epoch, batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        images_seen, num_skipped = state["images_seen"], state["num_skipped"]
-        rank_state = latest.rank_state()
-        if rank_state is not None:
-            restore_rng_state(rank_state)
-        else:  # world size changed: the run continues, not bit for bit
-            logger.warning("checkpoint %s has no RNG state for rank %d; reseeding", latest.path, ctx.rank)
-            torch.manual_seed(cfg.seed + 1000 * ctx.rank + step)
-        metrics_log.truncate_after(step)
-        logger.info("resumed from %s at step %d", latest.path, step)
+        progress = resume_progress(latest, ctx, cfg.seed)  # step counters and RNG states
+        metrics_log.truncate_after(progress.step)
     else:
-        torch.manual_seed(cfg.seed + 1000 * ctx.rank)  # per-rank noise, timesteps, perturbations
+        progress = RunProgress(device)
+        seed_process(cfg.seed, ctx.rank)  # per-rank noise, timesteps, perturbations
 
     model = DistributedDataParallel(decoder, broadcast_buffers=False) if ctx.is_distributed else decoder
-    autocast = dict(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg.mixed_precision, device))
+    autocast = autocast_settings(cfg.mixed_precision, device)
     trainable = [p for p in unet.parameters() if p.requires_grad]
+    window = WindowedMetrics(device)
 
-    def save_checkpoint():
+    def save_now():  # collective
         tensors = {"model": unet.state_dict()}
         if ema is not None:
             tensors["ema"] = ema.state_dict()
-        checkpoints.save(step, tensors, {
-            "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
-            "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-            "images_seen": images_seen, "num_skipped": num_skipped,
-        })
+        save_checkpoint(checkpoints, progress, tensors,
+                        {"optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict()})
+
+    def log_window():  # collective: one metrics line for the steps since the previous one
+        record = window.summary()
+        record.update(epoch=progress.epoch, lr=lr_scheduler.get_last_lr()[0], images_seen=progress.count_images(),
+                      skipped_images=progress.skipped_images())
+        metrics_log.log(progress.step, record)
 
     def run_eval():
         if eval_images is None:
@@ -444,105 +410,58 @@ def train(config: DecoderTrainingConfig) -> Path:
         # evaluation must not shift the training RNG streams (exact resume)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.autocast(**autocast):
             metrics = evaluate(decoder, vae, tokenizer, noise_scheduler, sampling_scheduler, eval_images, config.eval)
-        metrics_log.log(step, metrics)
-        logger.info("step %d eval %s", step, {k: round(v, 6) for k, v in metrics.items()})
+        metrics_log.log(progress.step, metrics)
+        logger.info("step %d eval %s", progress.step, {k: round(v, 6) for k, v in metrics.items()})
 
-    if step == 0:
+    if progress.step == 0:
         run_eval()
-    progress = ProgressBar(cfg.max_steps, initial=step, enabled=ctx.is_main and cfg.progress_bar)
-    window_loss, window_grad, window_steps, window_images = 0.0, 0.0, 0, 0
-    window_start = start_time = time.perf_counter()
-    stop = step >= cfg.max_steps
-    last_saved_step = step if latest is not None else -1
-    while not stop:
-        if batch_in_epoch >= sampler.batches_per_epoch():
-            epoch, batch_in_epoch = epoch + 1, 0
-        dataset.set_epoch(epoch)
-        sampler.set_epoch(epoch, start_batch=batch_in_epoch)
-        for batch in loader:
-            images = batch["images"]
-            out_of_time = cfg.max_minutes is not None and time.perf_counter() - start_time > 60 * cfg.max_minutes
-            flags = all_reduce_max(torch.tensor([out_of_time, images is None], dtype=torch.float32, device=device))
-            if flags[0] > 0:
-                stop = True
-                break
-            batch_in_epoch += 1
-            num_skipped += batch["num_skipped"]
-            if flags[1] > 0:
-                continue
-            images = images.to(device, non_blocking=True)
+    progress_bar = ProgressBar(cfg.max_steps, initial=progress.step, enabled=ctx.is_main and cfg.progress_bar)
+    for images in training_batches(loader, progress, cfg.max_steps, cfg.max_minutes):
+        with torch.autocast(**autocast):
+            loss = diffusion_loss(model, vae, tokenizer, noise_scheduler, images, config.conditioning)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        optimizer.step()
+        lr_scheduler.step()
+        if ema is not None:
+            ema.update(unet)
 
-            with torch.autocast(**autocast):
-                loss = diffusion_loss(model, vae, tokenizer, noise_scheduler, images, config.conditioning)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-            optimizer.step()
-            lr_scheduler.step()
-            if ema is not None:
-                ema.update(unet)
+        progress.step = step = progress.step + 1
+        progress.add_images(images.shape[0])
+        window.add({"loss": loss.item(), "grad_norm": grad_norm.item()}, images.shape[0])
+        progress_bar.update(step, images.shape[0] * ctx.world_size, {"loss": loss.item()})  # display estimate
 
-            step += 1
-            images_seen += images.shape[0] * ctx.world_size
-            window_loss += loss.item()
-            window_grad += grad_norm.item()
-            window_steps += 1
-            window_images += images.shape[0]
-            progress.update(step, images.shape[0] * ctx.world_size, {"loss": loss.item()})
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            log_window()
+        if config.eval.every > 0 and step % config.eval.every == 0:
+            run_eval()
+        if step % cfg.checkpoint_every == 0:
+            save_now()
+    progress_bar.close()
 
-            if step % cfg.log_every == 0 or step == cfg.max_steps:
-                elapsed = time.perf_counter() - window_start
-                means = all_reduce_sum(torch.tensor([window_loss / window_steps, window_grad / window_steps],
-                                                    dtype=torch.float64, device=device)) / ctx.world_size
-                metrics_log.log(step, {
-                    "loss": means[0].item(), "grad_norm": means[1].item(), "epoch": epoch,
-                    "lr": lr_scheduler.get_last_lr()[0], "images_seen": images_seen,
-                    "images_per_second": all_reduce_sum(torch.tensor(window_images, device=device)).item()
-                    / max(elapsed, 1e-9),
-                    "skipped_images": int(all_reduce_sum(torch.tensor(num_skipped, device=device)).item()),
-                })
-                window_loss, window_grad, window_steps, window_images = 0.0, 0.0, 0, 0
-                window_start = time.perf_counter()
-            if config.eval.every > 0 and step % config.eval.every == 0:
-                run_eval()
-            if step % cfg.checkpoint_every == 0:
-                save_checkpoint()
-                last_saved_step = step
-            if step >= cfg.max_steps:
-                stop = True
-                break
-    progress.close()
-
-    if last_saved_step != step:
-        save_checkpoint()
-    if config.eval.every > 0 and step % config.eval.every != 0:
+    if len(window):  # stopped by the time limit mid-window: log the steps since the last line
+        log_window()
+    if progress.needs_checkpoint:
+        save_now()
+    if config.eval.every > 0 and progress.step % config.eval.every != 0:
         run_eval()
     final_dir = output_dir / "final"
     if ctx.is_main:
         pipe = DiffusionDecoderPipeline(decoder, vae, sampling_scheduler)
-        pipe.save_pretrained(final_dir)
-        if ema is not None:
-            with ema.average_parameters(unet):
-                pipe.save_pretrained(output_dir / "final_ema")
-        logger.info("done at step %d: %s", step, final_dir)
+        save_final(output_dir, pipe.save_pretrained, ema, unet)
+        logger.info("done at step %d: %s", progress.step, final_dir)
     cleanup_distributed()
     return final_dir
 
 
 # ----------------------------------------------------------------------------- CLI
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="illume-plus train decoder",
-        description="Train the ILLUME+ diffusion decoder. Overrides are section.key=value, e.g. train.max_steps=100")
-    parser.add_argument("config", help="YAML recipe, e.g. configs/decoder/stage1_512.yaml")
-    parser.add_argument("overrides", nargs="*", help="section.key=value (value parsed as YAML)")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = load_config(DecoderTrainingConfig, args.config, args.overrides)
+    config = parse_recipe_args(
+        DecoderTrainingConfig, argv, prog="illume-plus train decoder",
+        description="Train the ILLUME+ diffusion decoder. Overrides are section.key=value, e.g. train.max_steps=100",
+        example="configs/decoder/stage1_512.yaml")
     train(config)
     return 0
 
