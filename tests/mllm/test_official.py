@@ -101,6 +101,16 @@ def test_our_format_round_trips_config_and_tokenizer(tmp_path, source_model, tin
     assert processor.config == source_model.config
 
 
+def test_loaded_model_carries_the_processor_saved_beside_it(tmp_path, source_model, tiny_tokenizer, tiny_processor):
+    source_model.save_pretrained(tmp_path / "with", tokenizer=tiny_tokenizer)
+    source_model.save_pretrained(tmp_path / "without")
+    with_tokenizer = IllumePlus.from_pretrained(tmp_path / "with")
+    assert with_tokenizer.processor is not None and with_tokenizer.processor.layout == tiny_processor.layout
+    assert IllumePlus.from_pretrained(tmp_path / "without").processor is None
+    with_tokenizer.save_pretrained(tmp_path / "again")  # the attached processor's tokenizer goes along
+    assert IllumePlus.from_pretrained(tmp_path / "again").processor.layout == tiny_processor.layout
+
+
 def test_config_is_read_from_their_config_json(tmp_path, tiny_config):
     folder = tmp_path / "ckpt"
     folder.mkdir()

@@ -243,7 +243,10 @@ class IllumePlus(nn.Module):
 
     # ------------------------------------------------------------------ saving and loading
     def save_pretrained(self, directory: str | os.PathLike, tokenizer=None) -> None:
-        """config.json + model.safetensors (+ the text tokenizer's files when given)."""
+        """config.json + model.safetensors (+ the text tokenizer's files: the one given, else the
+        attached processor's, so that `from_pretrained` restores the processor too)."""
+        if tokenizer is None and getattr(self, "processor", None) is not None:
+            tokenizer = self.processor.tokenizer
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
         self.config.save_json(os.path.join(directory, CONFIG_NAME))
@@ -254,18 +257,25 @@ class IllumePlus(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, dtype: torch.dtype | None = None,
                         device: str | torch.device = "cpu") -> "IllumePlus":
+        from .processor import processor_in_folder
+
         directory = os.fspath(directory)
         config = IllumePlusConfig.from_json(os.path.join(directory, CONFIG_NAME))
-        return cls.from_state_dict(config, load_safetensors(os.path.join(directory, WEIGHTS_NAME), device=device),
-                                   dtype=dtype)
+        model = cls.from_state_dict(config, load_safetensors(os.path.join(directory, WEIGHTS_NAME), device=device),
+                                    dtype=dtype)
+        model.processor = processor_in_folder(directory, config)
+        return model
 
     @classmethod
     def from_official(cls, path: str | os.PathLike, config: IllumePlusConfig | None = None,
                       dtype: torch.dtype | None = None) -> "IllumePlus":
         """The authors' checkpoint folder (origin format or -hf), loaded strictly (official.py)."""
         from .official import load_official
+        from .processor import processor_in_folder
 
-        return load_official(path, config=config, dtype=dtype)
+        model = load_official(path, config=config, dtype=dtype)
+        model.processor = processor_in_folder(path, model.config)
+        return model
 
     @classmethod
     def from_base_models(cls, config: IllumePlusConfig, language_model: str | os.PathLike | dict,

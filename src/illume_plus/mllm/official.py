@@ -141,11 +141,12 @@ def load_official(path: str | os.PathLike, config: IllumePlusConfig | None = Non
 
 def load_official_processor(path: str | os.PathLike, config: IllumePlusConfig):
     """The processor over the extended tokenizer saved in an official folder."""
-    from transformers import AutoTokenizer
+    from .processor import processor_in_folder
 
-    from .processor import IllumePlusProcessor
-
-    return IllumePlusProcessor(AutoTokenizer.from_pretrained(os.fspath(path)), config)
+    processor = processor_in_folder(path, config)
+    if processor is None:
+        raise FileNotFoundError(f"no tokenizer files (tokenizer.json / tokenizer_config.json) in {path}")
+    return processor
 
 
 __all__ = ["load_official", "load_official_processor", "config_from_official", "convert_official_key",

@@ -409,5 +409,17 @@ def _check_codes_size(codes: ImageCodes, size: tuple[int, int]) -> None:
                          f"but the prompt asks for {size[0]}x{size[1]}")
 
 
-__all__ = ["IllumePlusProcessor", "ImageCodes", "ResizeInfo", "ImageSlots", "EncodedSequence", "BatchImage",
+__all__ = ["IllumePlusProcessor", "processor_in_folder", "ImageCodes", "ResizeInfo", "ImageSlots", "EncodedSequence", "BatchImage",
            "MultimodalBatch", "collate", "image_to_tensor", "tensor_to_pil"]
+
+
+def processor_in_folder(directory: str | os.PathLike, config: IllumePlusConfig) -> IllumePlusProcessor | None:
+    """The processor over the (already extended) text tokenizer saved in a checkpoint folder, ours
+    or the authors'; None when the folder holds no tokenizer files."""
+    directory = os.fspath(directory)
+    if not any(os.path.isfile(os.path.join(directory, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+        return None
+    from transformers import AutoTokenizer
+
+    return IllumePlusProcessor(AutoTokenizer.from_pretrained(directory), config)
+
