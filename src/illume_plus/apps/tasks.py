@@ -23,6 +23,7 @@ def _parser(verb: str) -> argparse.ArgumentParser:
         p.add_argument("prompt", nargs="+", help="one image per prompt")
         p.add_argument("--size", type=_parse_size, default=(512, 512), help="HxW; matched to the nearest of the 11 sizes")
         p.add_argument("--guidance-scale", type=float, default=2.0)
+        p.add_argument("--any-size", action="store_true", help="keep --size as given (multiples of 64 up to 1024)")
     elif verb == "edit":
         p.add_argument("image", type=Path)
         p.add_argument("instruction")
@@ -62,7 +63,8 @@ def main(verb: str, argv: list[str]) -> int:
         print(pipe.understand(images if len(images) > 1 else images[0], args.question, max_new_tokens=args.max_new_tokens))
         return 0
     if verb == "generate":
-        results = pipe.generate(args.prompt, size=args.size, guidance_scale=args.guidance_scale, seed=args.seed)
+        results = pipe.generate(args.prompt, size=args.size, guidance_scale=args.guidance_scale, seed=args.seed,
+                                any_size=args.any_size)
     else:
         results = [pipe.edit(images[0], args.instruction, guidance_scale=args.guidance_scale, seed=args.seed)]
     args.out.mkdir(parents=True, exist_ok=True)
