@@ -47,6 +47,8 @@ def main(argv: list[str]) -> int:
     from illume_plus import DualViTok, IllumePlus, IllumePlusConfig, Pipeline
     from illume_plus.data.procedural import render_procedural_image
     from illume_plus.evaluation.metrics import psnr
+    from illume_plus.mllm.processor import IllumePlusProcessor
+    from illume_plus.mllm.text_tokenizer import build_tiny_text_tokenizer
 
     torch.manual_seed(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -56,9 +58,11 @@ def main(argv: list[str]) -> int:
         print(f"[{time.perf_counter() - t0:6.1f}s] {name}", flush=True)
 
     stage("building the tiny IllumePlus (LLM + DualViTok) with random weights")
-    model = IllumePlus(IllumePlusConfig.from_name("tiny")).eval()
-    tok = DualViTok(model.config.tokenizer).eval()
-    pipe = Pipeline(model, vision_tokenizer=tok)
+    config = IllumePlusConfig.from_name("tiny")
+    model = IllumePlus(config).eval()
+    tok = DualViTok(config.tokenizer).eval()
+    processor = IllumePlusProcessor.from_text_tokenizer(build_tiny_text_tokenizer(), config)  # the preset's own
+    pipe = Pipeline(model, vision_tokenizer=tok, processor=processor)
 
     stage("DualViTok: image -> semantic + pixel codes -> image")
     image = render_procedural_image(args.seed, *args.image_size)
@@ -87,7 +91,8 @@ def main(argv: list[str]) -> int:
     summary["edit"] = {"size": list(edited.size)}
 
     stage("diffusion decoder: the generated codes at 2x resolution")
-    diffusion = Pipeline(model, vision_tokenizer=tok, decoder="diffusion", diffusion_steps=args.diffusion_steps)
+    diffusion = Pipeline(model, vision_tokenizer=tok, processor=processor, decoder="diffusion",
+                         diffusion_steps=args.diffusion_steps)
     big = diffusion.decode_images([gen], seeds=[args.seed])[0]
     big.save(args.out / "generate_diffusion_2x.png")
     summary["diffusion"] = {"size": [big.height, big.width]}
