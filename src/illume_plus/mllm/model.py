@@ -26,7 +26,8 @@ from torch.utils.checkpoint import checkpoint
 
 from ..tokenizer.config import DualViTokConfig
 from ..tokenizer.pixel import PixelEncoder
-from ..tokenizer.preprocess import semantic_input_size, semantic_patches
+from ..tokenizer.preprocess import semantic_input_size
+from ..tokenizer.semantic import build_vit, vit_merged_features
 from ..utils.io import load_safetensors, save_safetensors
 from ..utils.state_dict import check_materialized, check_state_dict_keys
 from .config import IllumePlusConfig
@@ -46,13 +47,8 @@ class VisionEncoders(nn.Module):
 
     def __init__(self, config: DualViTokConfig):
         super().__init__()
-        from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
-        from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
-
         self.config = config
-        vit_config = Qwen2VLVisionConfig(**config.vit_config_kwargs())
-        vit_config._attn_implementation = "sdpa"
-        self.semantic_encoder = Qwen2VisionTransformerPretrainedModel(vit_config)
+        self.semantic_encoder = build_vit(config)
         self.pixel_encoder = PixelEncoder(config)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,12 +56,7 @@ class VisionEncoders(nn.Module):
         (B, h2*w2, codebook_dim) features, both in raster order."""
         cfg = self.config
         size = semantic_input_size(*images.shape[-2:], cfg.resolution_mapping, cfg.semantic_downsample)
-        patches, grid_thw = semantic_patches(images, size, cfg.semantic_image_mean, cfg.semantic_image_std,
-                                             cfg.vit_patch_size, cfg.vit_temporal_patch_size,
-                                             cfg.vit_spatial_merge_size)
-        vit_dtype = self.semantic_encoder.patch_embed.proj.weight.dtype
-        merged = self.semantic_encoder(patches.to(vit_dtype), grid_thw=grid_thw).pooler_output
-        semantic = merged.view(images.shape[0], -1, merged.shape[-1])
+        semantic = vit_merged_features(self.semantic_encoder, images, size, cfg)
         pixel_dtype = self.pixel_encoder.conv_in.weight.dtype
         pixel = self.pixel_encoder(images.to(pixel_dtype)).flatten(2).transpose(1, 2)
         return semantic, pixel

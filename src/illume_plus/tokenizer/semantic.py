@@ -102,18 +102,35 @@ class _GridTransformer(nn.Module):
         return tokens
 
 
+def build_vit(config: DualViTokConfig) -> nn.Module:
+    """transformers' Qwen2-VL vision tower (the authors' parameter names) from a DualViTok config."""
+    from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
+
+    vit_config = Qwen2VLVisionConfig(**config.vit_config_kwargs())
+    vit_config._attn_implementation = "sdpa"
+    return Qwen2VisionTransformerPretrainedModel(vit_config)
+
+
+def vit_merged_features(vit: nn.Module, images: torch.Tensor, semantic_size: tuple[int, int],
+                        config: DualViTokConfig) -> torch.Tensor:
+    """Images (B, 3, H, W) in [-1, 1] -> merged ViT features (B, hs*ws, vit_hidden_size), raster order."""
+    patches, grid_thw = semantic_patches(
+        images, semantic_size, config.semantic_image_mean, config.semantic_image_std, config.vit_patch_size,
+        config.vit_temporal_patch_size, config.vit_spatial_merge_size)
+    out = vit(patches.to(vit.patch_embed.proj.weight.dtype), grid_thw=grid_thw)
+    # transformers 5 returns an output object (merged features in pooler_output); 4.x the tensor.
+    merged = out.pooler_output if hasattr(out, "pooler_output") else out
+    return merged.view(images.shape[0], -1, merged.shape[-1])
+
+
 class SemanticEncoder(_GridTransformer):
     """Frozen ViT -> LayerNorm target; ViT features -> proj_in -> blocks -> proj_out -> (B, 32, hs, ws)."""
 
     def __init__(self, config: DualViTokConfig):
         super().__init__()
-        from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
-        from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
-
         self.config = config
-        vit_config = Qwen2VLVisionConfig(**config.vit_config_kwargs())
-        vit_config._attn_implementation = "sdpa"
-        self.model = Qwen2VisionTransformerPretrainedModel(vit_config)
+        self.model = build_vit(config)
         self.model.requires_grad_(False)
         self.model.eval()
         self.proj_in = nn.Conv2d(config.vit_hidden_size, config.semantic_width, kernel_size=1)
@@ -139,15 +156,7 @@ class SemanticEncoder(_GridTransformer):
     @torch.no_grad()
     def vit_features(self, images: torch.Tensor, semantic_size: tuple[int, int]) -> torch.Tensor:
         """Images (B, 3, H, W) in [-1, 1] -> merged ViT features (B, hs*ws, vit_hidden_size), raster order."""
-        cfg = self.config
-        patches, grid_thw = semantic_patches(
-            images, semantic_size, cfg.semantic_image_mean, cfg.semantic_image_std, cfg.vit_patch_size,
-            cfg.vit_temporal_patch_size, cfg.vit_spatial_merge_size)
-        dtype = self.model.patch_embed.proj.weight.dtype
-        out = self.model(patches.to(dtype), grid_thw=grid_thw)
-        # transformers 5 returns an output object (merged features in pooler_output); 4.x the tensor.
-        merged = out.pooler_output if hasattr(out, "pooler_output") else out
-        return merged.view(images.shape[0], -1, merged.shape[-1])
+        return vit_merged_features(self.model, images, semantic_size, self.config)
 
     def target(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """Distillation target: LayerNorm (no affine) of the ViT features, as (B, C, hs, ws)."""
