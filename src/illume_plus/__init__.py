@@ -15,6 +15,7 @@ _PUBLIC = {
     "IllumePlusConfig": "illume_plus.mllm.config",
     "Pipeline": "illume_plus.pipeline",
     "DiffusionDecoderPipeline": "illume_plus.diffusion.pipeline",
+    "load_image": "illume_plus.utils.images",
 }
 
 __all__ = ["__version__", *_PUBLIC]

@@ -18,7 +18,9 @@ import torch
 
 
 def _to_tensor(image) -> torch.Tensor:
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    from ..utils.images import load_image
+
+    array = np.asarray(load_image(image), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1)[None]
 
 

@@ -40,15 +40,9 @@ def _parser(verb: str) -> argparse.ArgumentParser:
 
 
 def _open_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
+    from ..utils.images import load_image
 
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"cannot read image {path}: {e}") from e
+    return load_image(path)  # FileNotFoundError / ImageLoadError (a ValueError) with a one-line reason
 
 
 def main(verb: str, argv: list[str]) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..utils.images import load_image
 from .loading import add_model_arguments, build_pipeline
 
 GENERATION_SIZES = ["512x512", "384x512", "512x384", "384x768", "768x384", "384x576", "576x384",
@@ -25,12 +26,12 @@ def build_app(pipe):
     def edit(image, instruction, guidance, seed):
         if image is None or not instruction.strip():
             raise gr.Error("an image and an instruction are both needed")
-        return pipe.edit(image.convert("RGB"), instruction, guidance_scale=guidance, seed=int(seed)).image
+        return pipe.edit(load_image(image), instruction, guidance_scale=guidance, seed=int(seed)).image
 
     def understand(image, question):
         if image is None or not question.strip():
             raise gr.Error("an image and a question are both needed")
-        return pipe.understand(image.convert("RGB"), question)
+        return pipe.understand(load_image(image), question)
 
     with gr.Blocks(title="ILLUME+") as app:
         gr.Markdown("# ILLUME+ — understand, generate and edit images with one model")

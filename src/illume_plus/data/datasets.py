@@ -30,66 +30,40 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch.utils.data import Dataset
 
 from ..tokenizer.preprocess import smart_resize
+from ..utils.images import READ_ERRORS, load_image, to_rgb  # noqa: F401  (to_rgb: re-exported)
 from .procedural import procedural_size, render_procedural_image
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-# What PIL raises on truncated, corrupt or hostile files.
-READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError)
 _EXIF_ORIENTATION = 0x0112
 _HEADER_EXIF_FORMATS = ("JPEG", "MPO", "WEBP", "TIFF")
 
 
 # ----------------------------------------------------------------------------- decoding
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert a PIL image of any mode to 8-bit RGB (alpha composited on white)."""
-    mode = image.mode
-    if mode == "RGB":
-        return image
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        if mode.startswith("I;16") or (mode == "I" and values.max(initial=0) > 255):
-            values = values / 257.0  # 16-bit range 0..65535 -> 0..255
-        elif mode == "F" and values.max(initial=0) <= 1.0:
-            values = values * 255.0  # float images are usually in [0, 1]
-        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-        return Image.fromarray(np.stack([gray] * 3, axis=-1), "RGB")
-    if mode == "P":
-        image = image.convert("RGBA")  # the palette may carry transparency
-    elif mode in ("LA", "La", "PA", "RGBa"):
-        image = image.convert("RGBA")
-    if image.mode == "RGBA":
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, image).convert("RGB")
-    return image.convert("RGB")  # L, 1, CMYK, YCbCr, ...
-
-
-def _has_header_exif(image: Image.Image) -> bool:
-    # Formats whose EXIF sits in the header. (PNG may keep it after the pixel data, which would make
-    # reading the size as slow as decoding; PNG orientation tags are rare, so they are ignored.)
-    return image.format in _HEADER_EXIF_FORMATS
-
-
 def load_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file fully (so truncation errors surface here) and return it as RGB,
-    rotated upright by its EXIF orientation (JPEG, WebP, TIFF)."""
-    with Image.open(path) as image:
-        if _has_header_exif(image):
-            image = ImageOps.exif_transpose(image)
-        image.load()
-        return to_rgb(image)
+    """Decode an image file fully (so truncation errors surface here) and return it upright as
+    RGB: the package's one image loader, `illume_plus.utils.images.load_image`."""
+    return load_image(path)
+
+
+def _header_orientation(image: Image.Image) -> int | None:
+    # JPEG, WebP and TIFF keep EXIF in the header; a PNG may keep it after the pixel data, where
+    # reading it would cost a full decode, so only a PNG eXIf chunk seen in the header counts.
+    if image.format in _HEADER_EXIF_FORMATS or "exif" in image.info:
+        return image.getexif().get(_EXIF_ORIENTATION)
+    return None
 
 
 def read_image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(H, W) of the upright image, from the header only."""
     with Image.open(path) as image:
         width, height = image.size
-        if _has_header_exif(image) and image.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
+        if _header_orientation(image) in (5, 6, 7, 8):
             width, height = height, width  # rotated by 90 degrees
     return height, width
 
@@ -174,6 +148,10 @@ class _ImageDataset(Dataset):
     def _describe(self, index: int) -> str:
         return f"item {index}"
 
+    def describe_source(self) -> str:
+        """Where the items come from, for error messages (a folder, a list file...)."""
+        return type(self).__name__
+
     def sample_sizes(self) -> list[tuple[int, int] | None]:
         """Output (H, W) of every item (None for an unreadable file), for bucketing by size.
         Fixed mode needs no file access; anyres reads each header once and caches the result."""
@@ -198,6 +176,13 @@ class _ImageDataset(Dataset):
             tensor = self.transform(image, flip=self._flip(index))
         except READ_ERRORS as e:
             logger.warning("skipping unreadable image %s: %s", self._describe(index), e)
+            return None
+        expected = self._sizes[index] if self._sizes is not None else None
+        if expected is not None and tuple(tensor.shape[-2:]) != tuple(expected):
+            # the header promised another size (an orientation tag only a full decode finds):
+            # the item would break its size bucket, so it is skipped like an unreadable one
+            logger.warning("skipping image %s: decoded size %s differs from its header's %s",
+                           self._describe(index), tuple(tensor.shape[-2:]), tuple(expected))
             return None
         return {"image": tensor, "index": index}
 
@@ -234,6 +219,9 @@ class ImageFolderDataset(_FileImageDataset):
         if not self.paths:
             raise ValueError(f"no image files ({', '.join(extensions)}) under {self.root}")
 
+    def describe_source(self) -> str:
+        return f"image folder {self.root}"
+
 
 class JsonlImageDataset(_FileImageDataset):
     """Images listed in a JSON-lines file, one `{"image": "path", ...}` object per line.
@@ -262,6 +250,9 @@ class JsonlImageDataset(_FileImageDataset):
                 self.paths.append(path if path.is_absolute() else root / path)
         if not self.paths:
             raise ValueError(f"image list {self.list_path} has no entries")
+
+    def describe_source(self) -> str:
+        return f"image list {self.list_path}"
 
 
 class ProceduralImageDataset(_ImageDataset):

@@ -128,21 +128,27 @@ def collate(sequences: list[EncodedSequence], pad_token_id: int, ignore_index: i
 
 # ---------------------------------------------------------------------- image helpers
 def image_to_tensor(image) -> torch.Tensor:
-    """PIL image (any mode) or (3, H, W) tensor in [-1, 1] -> float32 (3, H, W) in [-1, 1]."""
+    """PIL image (any mode; read by `utils.images.load_image`), path, bytes or (3, H, W) tensor in
+    [-1, 1] -> float32 (3, H, W) in [-1, 1]. Tensors must be finite and non-empty."""
     if isinstance(image, torch.Tensor):
         if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
             raise ValueError(f"image tensors must be float (3, H, W) in [-1, 1], "
                              f"got {image.dtype} {tuple(image.shape)}")
-        if image.numel() and (image.min() < -1.001 or image.max() > 1.001):
+        if image.shape[1] < 1 or image.shape[2] < 1:
+            raise ValueError(f"image tensors must have positive height and width, got {tuple(image.shape)}")
+        if not torch.isfinite(image).all():  # NaN passes any range comparison: check it first
+            raise ValueError("image tensor holds NaN or infinite values")
+        if image.min() < -1.001 or image.max() > 1.001:
             raise ValueError("image tensor values must lie in [-1, 1] (scale [0, 1] images with x * 2 - 1)")
         return image.float()
-    try:
-        from PIL import Image
-    except ImportError as e:  # pillow is a dependency; keep the message clear anyway
-        raise ImportError("pillow is needed to read PIL images") from e
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"an image must be a PIL image or a (3, H, W) tensor, got {type(image).__name__}")
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+    from PIL import Image
+
+    from ..utils.images import load_image
+
+    if not isinstance(image, (Image.Image, str, os.PathLike, bytes)):
+        raise ValueError(f"an image must be a PIL image, a path, bytes or a (3, H, W) tensor, "
+                         f"got {type(image).__name__}")
+    array = np.asarray(load_image(image), dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 

@@ -108,8 +108,9 @@ class DualViTok(nn.Module):
                              f"(scale [0, 1] images with x * 2 - 1)")
 
     def preprocess(self, images) -> torch.Tensor:
-        """PIL image(s) of any mode -> (B, 3, H, W) in [-1, 1], smart-resized to valid sizes.
-        Several images must come out the same size to share a batch."""
+        """Image(s) (PIL images of any mode, paths or bytes; read by `utils.images.load_image`) ->
+        (B, 3, H, W) in [-1, 1], smart-resized to valid sizes. Several images must come out the
+        same size to share a batch."""
         images = images if isinstance(images, (list, tuple)) else [images]
         cfg = self.config
         tensors = [image_to_tensor(im, cfg.pixel_downsample, cfg.min_pixels, cfg.max_pixels) for im in images]

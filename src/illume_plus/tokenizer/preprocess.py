@@ -70,29 +70,18 @@ def semantic_patches(images: torch.Tensor, size: tuple[int, int], mean, std, pat
 
 def image_to_tensor(image, factor: int = 16, min_pixels: int = 32 * 32, max_pixels: int = 512 * 512,
                     background: tuple[int, int, int] = (255, 255, 255)) -> torch.Tensor:
-    """A PIL image of any mode -> (3, H, W) float tensor in [-1, 1], smart-resized (bicubic) so
-    that H, W are multiples of `factor` and min_pixels <= H*W <= max_pixels.
+    """An image (PIL image of any mode, path or bytes) -> (3, H, W) float tensor in [-1, 1],
+    smart-resized (bicubic) so that H, W are multiples of `factor` and
+    min_pixels <= H*W <= max_pixels.
 
-    The EXIF orientation is applied; 16-bit greyscale is scaled to 8 bits (PIL's convert would
-    clip it); transparent images (RGBA, LA, P with transparency) are composited over
-    `background`, so transparent areas do not take the colour their hidden RGB values hold.
+    Read by `illume_plus.utils.images.load_image`: EXIF orientation applied, 16-bit images
+    scaled (not clipped), transparency composited over `background`.
     """
-    from PIL import Image, ImageOps
+    from PIL import Image
 
-    if not isinstance(image, Image.Image):
-        raise ValueError(f"expected a PIL image, got {type(image).__name__}")
-    image = ImageOps.exif_transpose(image)  # camera photos: apply the stored orientation
-    if image.mode.startswith("I;16"):
-        import numpy as np
+    from ..utils.images import load_image
 
-        image = Image.fromarray((np.asarray(image).astype(np.float32) / 257.0).round().astype(np.uint8), mode="L")
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode != "RGB" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        canvas = Image.new("RGBA", rgba.size, (*background, 255))
-        image = Image.alpha_composite(canvas, rgba)
-    image = image.convert("RGB")
+    image = load_image(image, background=background)
     height, width = smart_resize(image.height, image.width, factor, min_pixels, max_pixels)
     if (height, width) != (image.height, image.width):
         image = image.resize((width, height), resample=Image.Resampling.BICUBIC)
