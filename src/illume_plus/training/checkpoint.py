@@ -15,6 +15,12 @@ A checkpoint is written into a hidden temporary directory and renamed into place
 every file (from every rank) is there, then `latest` is replaced atomically; so a crash leaves
 either the previous checkpoint or the new one, never half of one. Older ones beyond
 `keep_last` are deleted.
+
+Damage from outside (a disk filling up, a copy cut short, a hand-edited `latest`) is caught on
+resume: `CheckpointManager.latest()` checks each candidate's files (cheaply: safetensors sizes
+against their headers, torch zip directories) and falls back to the newest intact step with a
+warning that names the damaged file. The run then continues from there; the next save moves
+the abandoned newer steps aside (`abandoned_step_*`), so they can never outrank the new ones.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..utils.io import atomic_path, load_safetensors, save_safetensors, torch_load_checkpoint
+from ..utils.io import (atomic_path, check_safetensors, check_torch_checkpoint, load_safetensors, save_safetensors,
+                        torch_load_checkpoint)
 from .distributed import barrier, get_rank, get_world_size
 
 logger = logging.getLogger(__name__)
@@ -88,6 +95,18 @@ class Checkpoint:
         path = self.path / f"rank_{get_rank() if rank is None else rank:05d}.pt"
         return torch_load_checkpoint(path) if path.is_file() else None
 
+    def verify(self) -> None:
+        """Raise ValueError naming the first missing or damaged file (structure only: no
+        tensor data is read, so this is cheap even for large checkpoints)."""
+        state = self.path / "training_state.pt"
+        if not state.is_file():
+            raise ValueError(f"incomplete checkpoint {self.path}: training_state.pt is missing")
+        check_torch_checkpoint(state)
+        for path in sorted(self.path.glob("rank_*.pt")):
+            check_torch_checkpoint(path)
+        for path in sorted(self.path.glob("*.safetensors")):
+            check_safetensors(path)
+
 
 class CheckpointManager:
     def __init__(self, directory: str | Path, keep_last: int = 3):
@@ -121,7 +140,7 @@ class CheckpointManager:
             staging.rename(final)
             with atomic_path(self.directory / "latest") as tmp:
                 tmp.write_text(final.name + "\n")
-            self._prune()
+            self._prune(step)
         barrier()
         return final
 
@@ -133,15 +152,58 @@ class CheckpointManager:
         return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
 
     def latest(self) -> Checkpoint | None:
-        pointer = self.directory / "latest"
-        if pointer.is_file():
-            path = self.directory / pointer.read_text().strip()
-            if path.is_dir():
-                return Checkpoint(path)
-            logger.warning("%s points to missing %s; using the newest step directory", pointer, path)
-        found = self.checkpoints()
-        return Checkpoint(found[-1]) if found else None
+        """The newest intact checkpoint: the one `latest` names, else (warning which file is
+        damaged) the newest step directory that passes `Checkpoint.verify`. None when there are
+        no checkpoints; ValueError naming the damage when there are some but none is intact
+        (starting from scratch would silently throw the run away)."""
+        candidates = list(reversed(self.checkpoints()))
+        pointed = self._pointer_target()
+        if pointed is not None and pointed in candidates:
+            candidates.remove(pointed)
+            candidates.insert(0, pointed)
+        damage = []
+        for path in candidates:
+            checkpoint = Checkpoint(path)
+            try:
+                checkpoint.verify()
+            except ValueError as e:
+                logger.warning("skipping damaged checkpoint: %s; falling back to an older one", e)
+                damage.append(str(e))
+                continue
+            return checkpoint
+        if damage:
+            raise ValueError(f"no intact checkpoint in {self.directory}: {damage[0]}"
+                             + (f" (and {len(damage) - 1} more damaged)" if len(damage) > 1 else ""))
+        return None
 
-    def _prune(self) -> None:
-        for path in self.checkpoints()[:-self.keep_last]:
+    def _pointer_target(self) -> Path | None:
+        pointer = self.directory / "latest"
+        if not pointer.is_file():
+            return None
+        try:
+            name = pointer.read_text(encoding="utf-8").strip()
+        except (UnicodeDecodeError, OSError) as e:
+            logger.warning("%s is unreadable (%s); using the newest step directory", pointer, e)
+            return None
+        path = self.directory / name
+        if not name or not _STEP_DIR.match(name) or not path.is_dir():
+            logger.warning("%s names %r, which is no checkpoint here; using the newest step directory", pointer, name)
+            return None
+        return path
+
+    def _prune(self, saved_step: int) -> None:
+        """Keep the `keep_last` newest checkpoints up to `saved_step`. Steps after it belong to an
+        attempt this run abandoned (it resumed from an older step, e.g. past a damaged one):
+        they are renamed `abandoned_step_*` so they never outrank the new ones."""
+        kept = []
+        for path in self.checkpoints():
+            if int(_STEP_DIR.match(path.name).group(1)) > saved_step:
+                aside = path.with_name(f"abandoned_{path.name}")
+                if aside.exists():
+                    shutil.rmtree(aside, ignore_errors=True)
+                logger.warning("moving %s (newer than the resumed run) aside to %s", path, aside.name)
+                path.rename(aside)
+            else:
+                kept.append(path)
+        for path in kept[:-self.keep_last]:
             shutil.rmtree(path, ignore_errors=True)

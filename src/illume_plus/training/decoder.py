@@ -1,6 +1,6 @@
 """Diffusion-decoder training recipe (SPEC §4; the authors never released theirs).
 
-    illume-plus train decoder configs/decoder/stage1_512.yaml train.output_dir=/work/runs/decoder_s1
+    illume-plus train decoder configs/decoder/stage1_512.yaml train.output_dir=runs/decoder_s1
     torchrun --nproc_per_node 8 -m illume_plus.training.decoder configs/decoder/stage1_512.yaml
 
 One step, on a batch of images of one aspect-ratio bucket (B, 3, H, W) in [-1, 1]:
@@ -347,7 +347,7 @@ def train(config: DecoderTrainingConfig) -> Path:
     cfg = config.train
     ctx: DistributedContext = init_distributed(cfg.device)
     device = ctx.device
-    output_dir = prepare_output_dir(cfg.output_dir, config, ctx.is_main)
+    output_dir = prepare_output_dir(cfg.output_dir, config, ctx.is_main, resume=cfg.resume)
 
     torch.manual_seed(cfg.seed)  # same initial weights on every rank
     tokenizer = build_tokenizer(config.tokenizer).to(device)
@@ -381,10 +381,11 @@ def train(config: DecoderTrainingConfig) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
         progress = resume_progress(latest, ctx, cfg.seed)  # step counters and RNG states
-        metrics_log.truncate_after(progress.step)
     else:
         progress = RunProgress(device)
         seed_process(cfg.seed, ctx.rank)  # per-rank noise, timesteps, perturbations
+    metrics_log.start(progress.step if latest is not None else None)  # no step logged twice
+    progress.skipped_at_scan = dataset.num_unreadable  # files whose header failed
 
     model = DistributedDataParallel(decoder, broadcast_buffers=False) if ctx.is_distributed else decoder
     autocast = autocast_settings(cfg.mixed_precision, device)

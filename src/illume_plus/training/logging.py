@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..utils.io import atomic_path
+
+logger = logging.getLogger(__name__)
 
 
 class MetricsLogger:
@@ -35,16 +38,48 @@ class MetricsLogger:
             f.write(json.dumps(record) + "\n")
 
     def truncate_after(self, step: int) -> None:
+        """Keep only the lines of steps <= `step` (and drop unparsable ones: a line torn by a kill)."""
         if not self.enabled or not self.path.is_file():
             return
-        kept = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
+        kept = [line for line, record in _parsed_lines(self.path, strict=False)
+                if record is not None and record.get("step", 0) <= step]
         with atomic_path(self.path) as tmp:
             tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
+    def start(self, resumed_step: int | None) -> None:
+        """Call once when a run starts: the log keeps what happened up to `resumed_step` (the
+        checkpoint the run resumes from; None for a fresh start keeps nothing), so a run killed
+        after logging past its last checkpoint, or before its first, logs no step twice."""
+        if resumed_step is None:
+            if self.enabled and self.path.is_file():
+                with atomic_path(self.path) as tmp:
+                    tmp.write_text("", encoding="utf-8")
+            return
+        self.truncate_after(resumed_step)
+
 
 def read_metrics(path: str | Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The records of a metrics log. A torn LAST line (the writer was killed mid-line) is
+    skipped; an unparsable line elsewhere is an error naming file and line."""
+    return [record for _, record in _parsed_lines(Path(path), strict=True) if record is not None]
+
+
+def _parsed_lines(path: Path, strict: bool) -> list[tuple[str, dict | None]]:
+    numbered = [(number, line) for number, line in
+                enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1) if line.strip()]
+    parsed = []
+    for i, (number, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            if strict and i < len(numbered) - 1:
+                raise ValueError(f"{path}:{number}: not a metrics record ({e})") from None
+            logger.warning("%s:%d: skipping a torn or unparsable line", path, number)
+            record = None
+        parsed.append((line, record))
+    return parsed
 
 
 class ProgressBar:

@@ -80,9 +80,18 @@ def autocast_settings(mode: str, device: torch.device) -> dict:
     return {"device_type": device.type, "dtype": torch.bfloat16, "enabled": use_bf16(mode, device)}
 
 
-def prepare_output_dir(output_dir: str | Path, config, is_main: bool) -> Path:
-    """Create the run's folder and record the full config in it (`config.yaml`), on rank 0."""
+def prepare_output_dir(output_dir: str | Path, config, is_main: bool, resume: bool = True) -> Path:
+    """Create the run's folder and record the full config in it (`config.yaml`), on rank 0.
+
+    With `resume=False` a folder that already holds a run (checkpoints, a metrics log or a final
+    save) is refused on every rank: starting over there would mix two runs' checkpoints and logs.
+    """
     output_dir = Path(output_dir)
+    if not resume:
+        found = existing_run_files(output_dir)
+        if found:
+            raise FileExistsError(f"train.resume=false but {output_dir} already holds a run ({', '.join(found)}); "
+                                  f"choose a new train.output_dir, or delete that folder to start over in it")
     if is_main:
         output_dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(output_dir / "config.yaml") as tmp:
@@ -90,10 +99,32 @@ def prepare_output_dir(output_dir: str | Path, config, is_main: bool) -> Path:
     return output_dir
 
 
+def existing_run_files(output_dir: str | Path) -> list[str]:
+    """What in `output_dir` belongs to an earlier run: checkpoint folders, a non-empty metrics
+    log, final saves (relative names; empty when the folder is new or empty)."""
+    output_dir = Path(output_dir)
+    found = []
+    checkpoints = output_dir / "checkpoints"
+    if checkpoints.is_dir():
+        found += sorted(f"checkpoints/{p.name}" for p in checkpoints.iterdir() if p.is_dir())[-2:]
+    metrics = output_dir / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        found.append("metrics.jsonl")
+    found += [name for name in ("final", "final_ema") if (output_dir / name).exists()]
+    return found
+
+
 def build_loader(dataset, cfg: TrainSection, ctx: DistributedContext) -> DataLoader:
     """Batches of same-size images (grouped by `dataset.sample_sizes()`), this process's share."""
-    sampler = BucketBatchSampler(dataset.sample_sizes(), cfg.batch_size, seed=cfg.seed, shuffle=True,
+    sizes = dataset.sample_sizes()
+    if all(size is None for size in sizes):
+        raise ValueError(f"no readable image in {_describe_source(dataset)}: all {len(sizes)} files failed to open "
+                         f"(see the warnings above) or were left out by the size rules")
+    sampler = BucketBatchSampler(sizes, cfg.batch_size, seed=cfg.seed, shuffle=True,
                                  drop_last=cfg.drop_last, num_replicas=ctx.world_size, rank=ctx.rank)
+    unreadable = getattr(dataset, "num_unreadable", 0)
+    if unreadable and ctx.is_main:
+        logger.warning("%d unreadable images left out of training (their headers failed)", unreadable)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_images, num_workers=cfg.num_workers,
                       pin_memory=ctx.device.type == "cuda",
                       # own generator: creating an iterator must not consume the global RNG (exact resume)
@@ -117,6 +148,7 @@ class RunProgress:
         self.batch_in_epoch = 0  # batches of `epoch` already consumed (skipped ones included)
         self.images_seen = 0  # every process's images, as of the last `count_images()`
         self.num_skipped = 0  # this process's unreadable images
+        self.skipped_at_scan = 0  # images whose header failed when sizes were scanned (same on every rank)
         self.last_saved_step = -1  # step of the newest checkpoint; -1: none
         self._uncounted_images = 0  # this process's images not yet in `images_seen`
 
@@ -130,8 +162,9 @@ class RunProgress:
         return self.images_seen
 
     def skipped_images(self) -> int:
-        """Collective: unreadable images over all processes."""
-        return int(all_reduce_sum(torch.tensor(self.num_skipped, device=self.device)).item())
+        """Collective: unreadable images over all processes, those found when scanning the
+        dataset's headers included."""
+        return int(all_reduce_sum(torch.tensor(self.num_skipped, device=self.device)).item()) + self.skipped_at_scan
 
     @property
     def needs_checkpoint(self) -> bool:
@@ -179,14 +212,20 @@ def training_batches(loader: DataLoader, progress: RunProgress, max_steps: int,
     Stopping and skipping are collective decisions, so every process runs the same steps: stop
     when any process is out of time; skip a step when any process's batch was entirely
     unreadable. Advances `progress.epoch`, `batch_in_epoch` and `num_skipped`; not `step`.
+    A whole epoch without one usable batch (no readable image) raises ValueError naming the
+    data source, instead of looping over unreadable files forever.
     """
     sampler, dataset = loader.batch_sampler, loader.dataset
     deadline = None if max_minutes is None else time.perf_counter() + 60 * max_minutes
     while progress.step < max_steps:
+        if sampler.batches_per_epoch() == 0:
+            raise ValueError(f"no readable image in {_describe_source(dataset)}: every file failed to open "
+                             f"(see the warnings above) or was left out by the size rules")
         if progress.batch_in_epoch >= sampler.batches_per_epoch():
             progress.epoch, progress.batch_in_epoch = progress.epoch + 1, 0
         dataset.set_epoch(progress.epoch)
         sampler.set_epoch(progress.epoch, start_batch=progress.batch_in_epoch)
+        whole_epoch, used = progress.batch_in_epoch == 0, 0
         for batch in loader:
             images = batch["images"]
             out_of_time = deadline is not None and time.perf_counter() > deadline
@@ -198,9 +237,18 @@ def training_batches(loader: DataLoader, progress: RunProgress, max_steps: int,
             progress.num_skipped += batch["num_skipped"]
             if flags[1] > 0:
                 continue
+            used += 1
             yield images.to(progress.device, non_blocking=True)
             if progress.step >= max_steps:
                 return  # before fetching a batch that would not be used
+        if whole_epoch and used == 0:
+            raise ValueError(f"no readable image in a whole epoch of {_describe_source(dataset)} "
+                             f"({progress.num_skipped} unreadable; see the warnings above)")
+
+
+def _describe_source(dataset) -> str:
+    describe = getattr(dataset, "describe_source", None)
+    return describe() if describe is not None else type(dataset).__name__
 
 
 # ----------------------------------------------------------------------------- end of run

@@ -111,7 +111,7 @@ def train(config: TokenizerTrainingConfig) -> DualViTok:
     cfg = config.train
     ctx: DistributedContext = init_distributed(cfg.device)
     device = ctx.device
-    output_dir = prepare_output_dir(cfg.output_dir, config, ctx.is_main)
+    output_dir = prepare_output_dir(cfg.output_dir, config, ctx.is_main, resume=cfg.resume)
 
     # Same seed everywhere for identical initial weights (DDP also broadcasts rank 0's).
     torch.manual_seed(cfg.seed)
@@ -148,7 +148,6 @@ def train(config: TokenizerTrainingConfig) -> DualViTok:
         generator_scheduler.load_state_dict(state["generator_scheduler"])
         discriminator_scheduler.load_state_dict(state["discriminator_scheduler"])
         progress = resume_progress(latest, ctx, cfg.seed)  # step counters and RNG states
-        metrics_log.truncate_after(progress.step)
     else:
         if cfg.init_from:
             load_initial_weights(model, discriminator, cfg.init_from)
@@ -156,6 +155,8 @@ def train(config: TokenizerTrainingConfig) -> DualViTok:
                 ema = EMA(model, cfg.ema_decay)
         progress = RunProgress(device)
         seed_process(cfg.seed, ctx.rank)  # per-rank randomness (noise injection) from here on
+    metrics_log.start(progress.step if latest is not None else None)  # no step logged twice
+    progress.skipped_at_scan = dataset.num_unreadable  # files whose header failed
 
     generator = DistributedDataParallel(model) if ctx.is_distributed else model
     autocast = autocast_settings(cfg.mixed_precision, device)
@@ -164,9 +165,6 @@ def train(config: TokenizerTrainingConfig) -> DualViTok:
     semantic_usage = CodebookCounter(model.config.semantic_codebook_size, device)
     pixel_usage = CodebookCounter(model.config.pixel_codebook_size, device)
     window = WindowedMetrics(device)  # GAN terms are averaged over the steps from disc_start only
-    skipped_at_scan = dataset.num_unreadable
-    if skipped_at_scan and ctx.is_main:
-        logger.warning("%d unreadable images left out of training", skipped_at_scan)
 
     def save_now():  # collective
         tensors = {"model": model.state_dict(), "discriminator": discriminator.state_dict()}
@@ -188,7 +186,7 @@ def train(config: TokenizerTrainingConfig) -> DualViTok:
             semantic_codebook_usage=semantic_usage.usage(),
             pixel_codebook_usage=pixel_usage.usage(),
             images_seen=progress.count_images(),
-            skipped_images=progress.skipped_images() + skipped_at_scan,
+            skipped_images=progress.skipped_images(),
         )
         metrics_log.log(progress.step, record)
 

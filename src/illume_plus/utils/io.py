@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,7 +55,44 @@ def load_safetensors(path, device: str | torch.device = "cpu") -> dict[str, torc
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing weight file: {path}")
-    return load_file(str(path), device=str(device))
+    try:
+        return load_file(str(path), device=str(device))
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise ValueError(f"cannot read weight file {path} (damaged or not safetensors): {_one_line(e)}") from None
+
+
+def check_safetensors(path) -> None:
+    """Raise ValueError naming `path` unless it holds a complete safetensors file: the header
+    parses and the data it describes ends exactly at the end of the file (catches truncation
+    without reading the tensors)."""
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(8)
+            if len(raw) < 8:
+                raise ValueError("shorter than a safetensors header")
+            header_size = int.from_bytes(raw, "little")
+            if header_size > size - 8:
+                raise ValueError(f"header of {header_size} bytes does not fit in {size} bytes")
+            header = json.loads(f.read(header_size))
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as e:
+        raise ValueError(f"damaged weight file {path}: {_one_line(e)}") from None
+    expected = 8 + header_size + max(ends, default=0)
+    if size != expected:
+        raise ValueError(f"damaged weight file {path}: {size} bytes, its header describes {expected} (truncated?)")
+
+
+def check_torch_checkpoint(path) -> None:
+    """Raise ValueError naming `path` unless its zip directory (torch.save's format) is complete:
+    a truncated file loses the directory at its end. Cheap: reads no tensor data."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise ValueError(f"damaged checkpoint file {path}: {_one_line(e)}") from None
 
 
 def _shared(state_dict) -> set[int]:
@@ -70,4 +108,11 @@ def torch_load_checkpoint(path, map_location="cpu"):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"missing checkpoint file: {path}")
-    return torch.load(str(path), map_location=map_location, weights_only=True)
+    try:
+        return torch.load(str(path), map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, corrupt pickle, or an object weights_only refuses
+        raise ValueError(f"cannot read checkpoint file {path}: {_one_line(e)}") from None
+
+
+def _one_line(error: BaseException, limit: int = 400) -> str:
+    return (" ".join(str(error).split()) or type(error).__name__)[:limit]
