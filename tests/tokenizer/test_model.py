@@ -52,8 +52,9 @@ def test_encode_decode_shapes(tok, b, h, w):
         assert 0 <= enc.semantic_ids.min() and enc.semantic_ids.max() < tok.config.semantic_codebook_size
         assert 0 <= enc.pixel_ids.min() and enc.pixel_ids.max() < tok.config.pixel_codebook_size
         assert enc.semantic_features.shape == (b, hs * ws, tok.config.vit_hidden_size)
-        assert enc.pixel_features.shape == (b, tok.config.codebook_dim, hp, wp)
-        assert tok.fused_codes(enc.semantic_ids, enc.pixel_ids).shape == (b, 2 * tok.config.codebook_dim, hp, wp)
+        assert enc.pixel_features.shape == (b, tok.config.pixel_encoder.z_channels, hp, wp)
+        fused_dim = tok.config.semantic_quantizer.dim + tok.config.pixel_quantizer.dim
+        assert tok.fused_codes(enc.semantic_ids, enc.pixel_ids).shape == (b, fused_dim, hp, wp)
         assert tok.decode(enc.semantic_ids, enc.pixel_ids).shape == (b, 3, h, w)
 
 

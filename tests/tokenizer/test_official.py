@@ -44,12 +44,15 @@ def test_config_from_official_dict(fixture, config):
     cfg, vit = meta["dualvitok_config"], meta["vit_config"]
     assert (config.vit_depth, config.vit_embed_dim, config.vit_num_heads, config.vit_hidden_size) == (
         vit["depth"], vit["embed_dim"], vit["num_heads"], vit["hidden_size"])
-    assert config.semantic_width == cfg["semantic_encoder"]["embed_dim"]
-    assert config.semantic_encoder_blocks == cfg["semantic_encoder"]["num_blocks"]
-    assert config.semantic_num_heads == meta["attention_classes"]["semantic_block_num_heads"] == 16
+    assert config.semantic_head.width == cfg["semantic_encoder"]["embed_dim"]
+    assert config.semantic_head.num_blocks == cfg["semantic_encoder"]["num_blocks"]
+    assert config.semantic_decoder.num_blocks == cfg["semantic_decoder"]["num_blocks"]
+    assert config.semantic_decoder_out_channels == cfg["semantic_decoder"]["output_channels"]
+    assert config.semantic_head.num_heads == meta["attention_classes"]["semantic_block_num_heads"] == 16
     assert config.semantic_codebook_size == cfg["semantic_quantizer"]["codebook_size"]
     assert config.pixel_codebook_size == cfg["pixel_quantizer"]["codebook_size"]
-    assert config.pixel_decoder_num_res_blocks == cfg["pixel_decoder"]["num_res_blocks"]
+    assert config.pixel_decoder.num_res_blocks == cfg["pixel_decoder"]["num_res_blocks"]
+    assert config.pixel_decoder.z_channels == cfg["pixel_decoder"]["z_channels"]
     assert config.quantizer == "simvq"
     assert config.noise_token_rate == 0.0  # their pixel_drop_rate is null: no noise
     assert sum(p.numel() for p in DualViTok(config).parameters()) == meta["num_params"]
@@ -107,13 +110,28 @@ def test_vit_input_patches(fixture, official, config):
     assert (patches - tensors["outputs.img224.semantic_vit_input_patches"]).abs().max() < TOL
 
 
-@pytest.mark.parametrize("container", [None, "ema", "model", "state_dict"])
+@pytest.mark.parametrize("container", [None, "model", "state_dict"])
 def test_checkpoint_file_formats(tmp_path, fixture, config, container):
     weights = fixture[2]
     path = tmp_path / "pytorch_model.bin"
     torch.save(weights if container is None else {container: weights, "step": torch.tensor(3)}, path)
     loaded = DualViTok.from_official(path, config)
     assert torch.equal(loaded.pixel_decoder.conv_out.weight, weights["pixel_decoder.conv_out.weight"])
+
+
+def test_training_checkpoint_gives_model_unless_ema_is_asked(tmp_path, fixture, config):
+    """Their loader (DualVisionTower) takes "model" from a {"model", "ema"} checkpoint unless use_ema."""
+    weights = fixture[2]
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in weights.items()}
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"model": weights, "ema": ema, "steps": 10}, path)
+    key = "pixel_decoder.conv_out.weight"
+    assert torch.equal(DualViTok.from_official(path, config).state_dict()[key], weights[key])
+    assert torch.equal(DualViTok.from_official(path, config, use_ema=True).state_dict()[key], ema[key])
+    with pytest.raises(ValueError, match="use_ema=True"):
+        load_official_state_dict({"ema": ema})
+    with pytest.raises(ValueError, match="no 'ema' entry"):
+        load_official_state_dict({"model": weights}, use_ema=True)
 
 
 def test_mismatched_checkpoint_names_the_keys(fixture, config):
@@ -137,8 +155,8 @@ def test_wrong_shape_is_reported(fixture):
 def test_unsupported_official_config_is_refused(fixture):
     meta = fixture[0]
     cfg = json.loads(json.dumps(meta["dualvitok_config"]))
-    cfg["pixel_encoder"]["use_dc_up_down_blocks"] = False
-    with pytest.raises(ValueError, match="DC"):
+    cfg["pixel_encoder"]["double_z"] = True
+    with pytest.raises(ValueError, match="double_z"):
         DualViTokConfig.from_official(cfg, vit_config=meta["vit_config"])
 
 

@@ -102,7 +102,7 @@ class IllumePlusConfig:
 
     @property
     def pixel_feature_dim(self) -> int:
-        return self.tokenizer.codebook_dim  # pixel encoder output before pixel_quant_conv (32)
+        return self.tokenizer.pixel_encoder.z_channels  # pixel encoder output before pixel_quant_conv (32)
 
     @property
     def image_size_factor(self) -> int:

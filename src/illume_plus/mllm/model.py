@@ -53,7 +53,7 @@ class VisionEncoders(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images (B, 3, H, W) in [-1, 1], one size -> semantic (B, h1*w1, C_vit) and pixel
-        (B, h2*w2, codebook_dim) features, both in raster order."""
+        (B, h2*w2, z_channels) features, both in raster order."""
         cfg = self.config
         size = semantic_input_size(*images.shape[-2:], cfg.resolution_mapping, cfg.semantic_downsample)
         semantic = vit_merged_features(self.semantic_encoder, images, size, cfg)

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..utils.io import load_json, load_safetensors, save_json, save_safetensors
 from ..utils.state_dict import check_materialized, check_state_dict_keys
-from .config import DualViTokConfig
+from .config import DualViTokConfig, QuantizerConfig
 from .fusion import fuse_code_maps, inject_code_noise
 from .pixel import PixelDecoder, PixelEncoder
 from .preprocess import image_to_tensor, semantic_input_size
@@ -36,9 +36,9 @@ class DualViTokEncoding:
     semantic_ids: torch.Tensor  # (B, hs, ws) int64
     pixel_ids: torch.Tensor  # (B, hp, wp) int64
     semantic_features: torch.Tensor  # (B, hs*ws, C_vit) ViT merger output, raster order
-    pixel_features: torch.Tensor  # (B, codebook_dim, hp, wp) pixel encoder output, before pixel_quant_conv
-    semantic_codes: torch.Tensor  # (B, codebook_dim, hs, ws) straight-through quantised
-    pixel_codes: torch.Tensor  # (B, codebook_dim, hp, wp) straight-through quantised
+    pixel_features: torch.Tensor  # (B, z_channels, hp, wp) pixel encoder output, before pixel_quant_conv
+    semantic_codes: torch.Tensor  # (B, D_sem, hs, ws) straight-through quantised
+    pixel_codes: torch.Tensor  # (B, D_pix, hp, wp) straight-through quantised
     semantic_target: torch.Tensor  # (B, C_vit, hs, ws) LayerNorm of the ViT features (fp32)
     semantic_commit_loss: torch.Tensor
     pixel_commit_loss: torch.Tensor
@@ -48,7 +48,7 @@ class DualViTokEncoding:
 class DualViTokOutput:
     reconstruction: torch.Tensor  # (B, 3, H, W), not clamped
     semantic_target: torch.Tensor  # (B, C_vit, hs, ws)
-    semantic_reconstruction: torch.Tensor  # (B, C_vit, hs, ws)
+    semantic_reconstruction: torch.Tensor  # (B, C_vit, hs, ws): the semantic decoder's output
     semantic_commit_loss: torch.Tensor
     pixel_commit_loss: torch.Tensor
     semantic_ids: torch.Tensor
@@ -59,16 +59,13 @@ class DualViTok(nn.Module):
     def __init__(self, config: DualViTokConfig):
         super().__init__()
         self.config = config
-        quantizer_args = dict(commitment_weight=config.commitment_weight, search_block_size=config.search_block_size)
         self.semantic_encoder = SemanticEncoder(config)
-        self.semantic_quantizer: VectorQuantizer = build_quantizer(
-            config.quantizer, config.semantic_codebook_size, config.codebook_dim, **quantizer_args)
+        self.semantic_quantizer: VectorQuantizer = _quantizer(config, config.semantic_quantizer)
         self.semantic_decoder = SemanticDecoder(config)
         self.pixel_encoder = PixelEncoder(config)
-        self.pixel_quant_conv = nn.Conv2d(config.codebook_dim, config.codebook_dim, kernel_size=1)
-        self.pixel_quantizer: VectorQuantizer = build_quantizer(
-            config.quantizer, config.pixel_codebook_size, config.codebook_dim, **quantizer_args)
-        self.pixel_post_quant_conv = nn.Conv2d(config.fused_dim, config.fused_dim, kernel_size=1)
+        self.pixel_quant_conv = nn.Conv2d(config.pixel_encoder.z_channels, config.pixel_quantizer.dim, kernel_size=1)
+        self.pixel_quantizer: VectorQuantizer = _quantizer(config, config.pixel_quantizer)
+        self.pixel_post_quant_conv = nn.Conv2d(config.fused_dim, config.pixel_decoder.z_channels, kernel_size=1)
         self.pixel_decoder = PixelDecoder(config)
 
     # ---------------------------------------------------------------- sizes and checks
@@ -122,7 +119,7 @@ class DualViTok(nn.Module):
     # ---------------------------------------------------------------- encoding
     def encode_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Continuous features for the MLLM: ViT merger output (B, hs*ws, C_vit) and pixel
-        encoder output (B, codebook_dim, hp, wp). No head, no quantizer."""
+        encoder output (B, z_channels, hp, wp). No head, no quantizer."""
         self.check_images(images)
         semantic = self.semantic_encoder.vit_features(images, self.semantic_input_size(*images.shape[-2:]))
         return semantic, self.pixel_encoder(images)
@@ -148,11 +145,11 @@ class DualViTok(nn.Module):
         return self.semantic_quantizer.lookup(semantic_ids), self.pixel_quantizer.lookup(pixel_ids)
 
     def fused_codes(self, semantic_ids: torch.Tensor, pixel_ids: torch.Tensor) -> torch.Tensor:
-        """(B, 64, hp, wp) fused code map from indices (conditions the pixel and diffusion decoders)."""
+        """(B, D_sem + D_pix, hp, wp) fused code map from indices (conditions the pixel and diffusion decoders)."""
         return fuse_code_maps(*self.codes_from_ids(semantic_ids, pixel_ids))
 
     def decode_codes(self, semantic_codes: torch.Tensor, pixel_codes: torch.Tensor) -> torch.Tensor:
-        """Code maps (B, 32, hs, ws), (B, 32, hp, wp) -> image (B, 3, 16hp, 16wp), not clamped.
+        """Code maps (B, D_sem, hs, ws), (B, D_pix, hp, wp) -> image (B, 3, 16hp, 16wp), not clamped.
         In training mode, noise is injected into the pixel codes (robust decoding, SPEC §2)."""
         if self.training:
             cfg = self.config
@@ -167,7 +164,7 @@ class DualViTok(nn.Module):
         return self.decode_codes(*self.codes_from_ids(semantic_ids, pixel_ids))
 
     def decode_semantic(self, semantic_codes: torch.Tensor) -> torch.Tensor:
-        """Semantic codes (B, 32, hs, ws) -> reconstructed ViT target (B, C_vit, hs, ws)."""
+        """Semantic codes (B, D_sem, hs, ws) -> reconstructed ViT target (B, C_vit, hs, ws)."""
         return self.semantic_decoder(semantic_codes.to(self.semantic_decoder.proj_in.weight.dtype))
 
     def forward(self, images: torch.Tensor) -> DualViTokOutput:
@@ -192,12 +189,14 @@ class DualViTok(nn.Module):
         return cls.from_state_dict(config, load_safetensors(directory / WEIGHTS_NAME), dtype=dtype)
 
     @classmethod
-    def from_official(cls, checkpoint, config: DualViTokConfig, dtype: torch.dtype | None = None) -> "DualViTok":
+    def from_official(cls, checkpoint, config: DualViTokConfig, dtype: torch.dtype | None = None,
+                      use_ema: bool = False) -> "DualViTok":
         """Load the authors' `pytorch_model.bin` (path, or an already loaded state dict, whose
-        tensors the model then uses without a copy). Strict: every key must match."""
+        tensors the model then uses without a copy). Strict: every key must match. A training
+        checkpoint holding "model" and "ema" gives "model" unless `use_ema` (their default)."""
         from .official import load_official_state_dict
 
-        return cls.from_state_dict(config, load_official_state_dict(checkpoint), dtype=dtype)
+        return cls.from_state_dict(config, load_official_state_dict(checkpoint, use_ema=use_ema), dtype=dtype)
 
     def load_vit_weights(self, source: str | os.PathLike | dict) -> None:
         """Load the Qwen2-VL vision tower weights (see `load_vit_weights`), e.g. before training."""
@@ -216,6 +215,13 @@ class DualViTok(nn.Module):
         if dtype is not None:
             model.to(dtype)
         return model.eval()
+
+
+def _quantizer(config: DualViTokConfig, part: QuantizerConfig) -> VectorQuantizer:
+    extra = {"frozen_dim": part.frozen_dim} if part.frozen_dim else {}
+    return build_quantizer(config.quantizer, part.codebook_size, part.dim, commitment_weight=part.commitment_weight,
+                           loss_weight=part.loss_weight, rotation_trick=part.rotation_trick,
+                           search_block_size=config.search_block_size, **extra)
 
 
 VIT_KEY_PREFIXES = ("semantic_encoder.model.", "model.visual.", "visual.", "vision_tower.", "")

@@ -1,8 +1,10 @@
-"""Pixel branch: a MoVQ-style CNN encoder/decoder with DC-AE style down/up blocks.
+"""Pixel branch: a MoVQ-style CNN encoder/decoder with DC-AE style down/up blocks (or, with
+`dc_blocks=False`, MoVQ's strided-conv / nearest-upsampling blocks without shortcuts).
 
-The encoder maps (B, 3, H, W) to (B, z, H/16, W/16). The decoder is conditioned on the fused
-64-channel code map through spatial norms. Parameter names follow the authors' checkpoint
-(`down.{i}.block.{j}`, `down.{i}.downsample.conv`, `up.{i}` indexed by level, `mid.*`, ...).
+The encoder maps (B, 3, H, W) to (B, z, H/16, W/16) with the paper's five levels. The decoder is
+conditioned on the fused 64-channel code map through spatial norms. Parameter names follow the
+authors' checkpoint (`down.{i}.block.{j}`, `down.{i}.downsample.conv`, `up.{i}` indexed by level,
+`mid.*`, ...).
 """
 
 from __future__ import annotations
@@ -48,12 +50,13 @@ def build_norm(channels: int, config: DualViTokConfig, zq_channels: int | None =
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, config: DualViTokConfig, zq_channels: int | None = None):
+    def __init__(self, in_channels: int, out_channels: int, config: DualViTokConfig, zq_channels: int | None = None,
+                 dropout: float = 0.0):
         super().__init__()
         self.norm1 = build_norm(in_channels, config, zq_channels)
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
         self.norm2 = build_norm(out_channels, config, zq_channels)
-        self.dropout = nn.Dropout(config.pixel_dropout)
+        self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
         self.nin_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
 
@@ -107,6 +110,28 @@ class DCUpsample(nn.Module):
         return F.pixel_shuffle(self.conv(x), 2) + shortcut
 
 
+class StridedDownsample(nn.Module):
+    """2x down without shortcut (MoVQ): pad right and bottom by one, 3x3 conv with stride 2."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class NearestUpsample(nn.Module):
+    """2x up without shortcut (MoVQ): nearest-neighbour upsampling, then a 3x3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
 def _average_channels(x: torch.Tensor, out_channels: int) -> torch.Tensor:
     """Average consecutive groups of channels down to out_channels."""
     b, c, h, w = x.shape
@@ -133,27 +158,26 @@ class Level(nn.Module):
 class PixelEncoder(nn.Module):
     def __init__(self, config: DualViTokConfig):
         super().__init__()
-        ch, mult = config.pixel_encoder_ch, config.pixel_encoder_ch_mult
-        self.z_channels = config.codebook_dim
-        self.conv_in = nn.Conv2d(config.vit_in_channels, ch, kernel_size=3, padding=1)
+        part = self.part = config.pixel_encoder
+        self.conv_in = nn.Conv2d(config.vit_in_channels, part.ch, kernel_size=3, padding=1)
         self.down = nn.ModuleList()
-        block_in = ch
-        for level, m in enumerate(mult):
-            stage, block_out = Level(), ch * m
-            for _ in range(config.pixel_encoder_num_res_blocks):
-                stage.block.append(ResnetBlock(block_in, block_out, config))
+        block_in = part.ch
+        for level, block_out in enumerate(part.widths()):
+            stage = Level()
+            for _ in range(part.num_res_blocks):
+                stage.block.append(ResnetBlock(block_in, block_out, config, dropout=part.dropout))
                 block_in = block_out
-                if level in config.pixel_attn_levels:
+                if level in part.attn_levels:
                     stage.attn.append(AttnBlock(block_in, config))
-            if level != len(mult) - 1:
-                stage.downsample = DCDownsample(block_in)
+            if level != len(part.ch_mult) - 1:
+                stage.downsample = DCDownsample(block_in) if part.dc_blocks else StridedDownsample(block_in)
             self.down.append(stage)
         self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(block_in, block_in, config)
+        self.mid.block_1 = ResnetBlock(block_in, block_in, config, dropout=part.dropout)
         self.mid.attn_1 = AttnBlock(block_in, config)
-        self.mid.block_2 = ResnetBlock(block_in, block_in, config)
+        self.mid.block_2 = ResnetBlock(block_in, block_in, config, dropout=part.dropout)
         self.norm_out = group_norm(block_in, config)
-        self.conv_out = nn.Conv2d(block_in, self.z_channels, kernel_size=3, padding=1)
+        self.conv_out = nn.Conv2d(block_in, part.z_channels, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
@@ -163,42 +187,49 @@ class PixelEncoder(nn.Module):
                 h = stage.downsample(h)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
         h = F.silu(self.norm_out(h))
+        if not self.part.dc_blocks:
+            return self.conv_out(h)
         # DC-AE style output: the conv learns a residual over a channel-averaging shortcut
         # (taken after the norm and activation, as the authors' code does).
-        return self.conv_out(h) + _average_channels(h, self.z_channels)
+        return self.conv_out(h) + _average_channels(h, self.part.z_channels)
 
 
 class PixelDecoder(nn.Module):
-    """z (B, 64, h, w) -> image (B, 3, 16h, 16w); every norm is a SpatialNorm over the fused codes zq."""
+    """z (B, z_channels, h, w) -> image (B, 3, 16h, 16w); every norm is a SpatialNorm over the
+    fused codes zq (B, D_sem + D_pix, h, w)."""
 
     def __init__(self, config: DualViTokConfig):
         super().__init__()
-        ch, mult = config.pixel_decoder_ch, config.pixel_decoder_ch_mult
+        part = self.part = config.pixel_decoder
         zq_ch = config.fused_dim
-        block_in = ch * mult[-1]
-        self.conv_in = nn.Conv2d(zq_ch, block_in, kernel_size=3, padding=1)
+        widths = part.widths()
+        block_in = widths[-1]
+        # the DC input shortcut repeats each channel this often (the authors divide by the fused width)
+        self.in_shortcut_repeats = block_in // zq_ch
+        self.conv_in = nn.Conv2d(part.z_channels, block_in, kernel_size=3, padding=1)
         self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(block_in, block_in, config, zq_ch)
+        self.mid.block_1 = ResnetBlock(block_in, block_in, config, zq_ch, part.dropout)
         self.mid.attn_1 = AttnBlock(block_in, config, zq_ch)
-        self.mid.block_2 = ResnetBlock(block_in, block_in, config, zq_ch)
-        levels = [None] * len(mult)  # up.{i} is indexed by level; they run from the last to 0
-        for level in reversed(range(len(mult))):
-            stage, block_out = Level(), ch * mult[level]
-            for _ in range(config.pixel_decoder_num_res_blocks + 1):
-                stage.block.append(ResnetBlock(block_in, block_out, config, zq_ch))
+        self.mid.block_2 = ResnetBlock(block_in, block_in, config, zq_ch, part.dropout)
+        levels = [None] * len(widths)  # up.{i} is indexed by level; they run from the last to 0
+        for level in reversed(range(len(widths))):
+            stage, block_out = Level(), widths[level]
+            for _ in range(part.num_res_blocks + 1):
+                stage.block.append(ResnetBlock(block_in, block_out, config, zq_ch, part.dropout))
                 block_in = block_out
-                if level in config.pixel_attn_levels:
+                if level in part.attn_levels:
                     stage.attn.append(AttnBlock(block_in, config, zq_ch))
             if level != 0:
-                stage.upsample = DCUpsample(block_in)
+                stage.upsample = DCUpsample(block_in) if part.dc_blocks else NearestUpsample(block_in)
             levels[level] = stage
         self.up = nn.ModuleList(levels)
         self.norm_out = SpatialNorm(block_in, zq_ch, config)
-        self.conv_out = nn.Conv2d(block_in, config.out_channels, kernel_size=3, padding=1)
+        self.conv_out = nn.Conv2d(block_in, part.out_channels, kernel_size=3, padding=1)
 
     def forward(self, z: torch.Tensor, zq: torch.Tensor) -> torch.Tensor:
-        # DC-AE style input: the conv learns a residual over a channel-repeating shortcut.
-        h = self.conv_in(z) + z.repeat_interleave(self.conv_in.out_channels // z.shape[1], dim=1)
+        h = self.conv_in(z)
+        if self.part.dc_blocks:  # DC-AE style input: the conv learns a residual over a channel-repeating shortcut
+            h = h + z.repeat_interleave(self.in_shortcut_repeats, dim=1)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h, zq), zq), zq)
         for stage in reversed(self.up):
             # Resize the code map once per level rather than in each of the level's norms.

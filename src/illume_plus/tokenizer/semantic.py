@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import DualViTokConfig
+from .config import DualViTokConfig, SemanticBlocksConfig
 from .preprocess import semantic_patches
 
 _ACTIVATIONS = {"quick_gelu": lambda x: x * torch.sigmoid(1.702 * x), "gelu": F.gelu, "silu": F.silu}
@@ -88,18 +88,31 @@ class TransformerBlock(nn.Module):
 class _GridTransformer(nn.Module):
     """Blocks over a (B, C, h, w) token grid; tokens in raster order."""
 
-    def _build_blocks(self, config: DualViTokConfig, depth: int):
+    def _build_blocks(self, part: SemanticBlocksConfig, rope_theta: float):
         self.blocks = nn.ModuleList(
-            TransformerBlock(config.semantic_width, config.semantic_num_heads, config.semantic_mlp_ratio,
-                             config.semantic_hidden_act, config.semantic_norm_eps) for _ in range(depth))
-        self.head_dim = config.semantic_width // config.semantic_num_heads
-        self.rope_theta = config.rope_theta
+            TransformerBlock(part.width, part.num_heads, part.mlp_ratio, part.hidden_act, part.norm_eps)
+            for _ in range(part.num_blocks))
+        self.head_dim = part.width // part.num_heads
+        self.rope_theta = rope_theta
 
     def _run_blocks(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
         angles = grid_rope_angles(height, width, self.head_dim, self.rope_theta, tokens.device)
         for block in self.blocks:
             tokens = block(tokens, angles)
         return tokens
+
+
+def projection(kind: str, width: int, out_channels: int, norm_eps: float) -> nn.Sequential:
+    """The output projection of a semantic part (the authors' `proj_layer`; indices are their keys)."""
+    if kind == "linear":
+        return nn.Sequential(nn.Linear(width, out_channels))
+    if kind == "norm_linear":
+        return nn.Sequential(nn.LayerNorm(width, eps=norm_eps), nn.Linear(width, out_channels))
+    if kind == "linear_norm":
+        return nn.Sequential(nn.Linear(width, out_channels), nn.LayerNorm(out_channels, eps=norm_eps))
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(width, width), nn.Tanh(), nn.Linear(width, out_channels))
+    raise ValueError(f"unknown projection {kind!r}")
 
 
 def build_vit(config: DualViTokConfig) -> nn.Module:
@@ -125,7 +138,7 @@ def vit_merged_features(vit: nn.Module, images: torch.Tensor, semantic_size: tup
 
 
 class SemanticEncoder(_GridTransformer):
-    """Frozen ViT -> LayerNorm target; ViT features -> proj_in -> blocks -> proj_out -> (B, 32, hs, ws)."""
+    """Frozen ViT -> LayerNorm target; target -> proj_in -> blocks -> proj_out -> (B, D_sem, hs, ws)."""
 
     def __init__(self, config: DualViTokConfig):
         super().__init__()
@@ -133,9 +146,10 @@ class SemanticEncoder(_GridTransformer):
         self.model = build_vit(config)
         self.model.requires_grad_(False)
         self.model.eval()
-        self.proj_in = nn.Conv2d(config.vit_hidden_size, config.semantic_width, kernel_size=1)
-        self._build_blocks(config, config.semantic_encoder_blocks)
-        self.proj_out = nn.Sequential(nn.Linear(config.semantic_width, config.codebook_dim))
+        head = config.semantic_head
+        self.proj_in = nn.Conv2d(config.vit_hidden_size, head.width, kernel_size=1)
+        self._build_blocks(head, config.rope_theta)
+        self.proj_out = projection(head.proj_layer, head.width, config.semantic_quantizer.dim, head.proj_norm_eps)
 
     @property
     def vit(self) -> nn.Module:
@@ -159,12 +173,16 @@ class SemanticEncoder(_GridTransformer):
         return vit_merged_features(self.model, images, semantic_size, self.config)
 
     def target(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """Distillation target: LayerNorm (no affine) of the ViT features, as (B, C, hs, ws)."""
-        target = F.layer_norm(features.float(), features.shape[-1:], eps=self.config.target_norm_eps)
+        """Distillation target, as (B, C, hs, ws): LayerNorm (no affine) of the ViT features, or
+        the features themselves (`semantic_head.target`)."""
+        head = self.config.semantic_head
+        target = features.float()
+        if head.target == "norm":
+            target = F.layer_norm(target, features.shape[-1:], eps=head.target_norm_eps)
         return target.transpose(1, 2).reshape(features.shape[0], -1, *grid)
 
     def head(self, target: torch.Tensor) -> torch.Tensor:
-        """Target map (B, C_vit, hs, ws) -> pre-quantisation features (B, codebook_dim, hs, ws)."""
+        """Target map (B, C_vit, hs, ws) -> pre-quantisation features (B, D_sem, hs, ws)."""
         b, _, h, w = target.shape
         tokens = self.proj_in(target.to(self.proj_in.weight.dtype)).flatten(2).transpose(1, 2)
         tokens = self._run_blocks(tokens, h, w)
@@ -172,14 +190,15 @@ class SemanticEncoder(_GridTransformer):
 
 
 class SemanticDecoder(_GridTransformer):
-    """Semantic codes (B, 32, hs, ws) -> reconstructed target (B, C_vit, hs, ws)."""
+    """Semantic codes (B, D_sem, hs, ws) -> reconstructed target (B, C_vit, hs, ws)."""
 
     def __init__(self, config: DualViTokConfig):
         super().__init__()
-        self.proj_in = nn.Linear(config.codebook_dim, config.semantic_width)
-        self._build_blocks(config, config.semantic_decoder_blocks)
-        self.proj_out = nn.Sequential(nn.Linear(config.semantic_width, config.vit_hidden_size),
-                                      nn.LayerNorm(config.vit_hidden_size, eps=config.semantic_output_norm_eps))
+        part = config.semantic_decoder
+        self.proj_in = nn.Linear(config.semantic_quantizer.dim, part.width)
+        self._build_blocks(part, config.rope_theta)
+        self.proj_out = projection(part.proj_layer, part.width, config.semantic_decoder_out_channels,
+                                   part.proj_norm_eps)
 
     def forward(self, codes: torch.Tensor) -> torch.Tensor:
         b, _, h, w = codes.shape

@@ -21,11 +21,14 @@ class QuantizerOutput:
 class VectorQuantizer(nn.Module):
     """Channel-first vector quantizer over a codebook that subclasses define via `codebook()`."""
 
-    def __init__(self, codebook_size: int, dim: int, commitment_weight: float = 0.25, search_block_size: int = 32768):
+    def __init__(self, codebook_size: int, dim: int, commitment_weight: float = 0.25, search_block_size: int = 32768,
+                 loss_weight: float = 1.0, rotation_trick: bool = False):
         super().__init__()
         self.codebook_size = codebook_size
         self.dim = dim
         self.commitment_weight = commitment_weight
+        self.loss_weight = loss_weight
+        self.rotation_trick = rotation_trick
         self.search_block_size = search_block_size
 
     def codebook(self) -> torch.Tensor:  # (K, D)
@@ -43,7 +46,8 @@ class VectorQuantizer(nn.Module):
             q = F.embedding(indices, codebook)
             # Codebook term pulls codes to features, commitment term pulls features to codes.
             loss = F.mse_loss(flat.detach(), q) + self.commitment_weight * F.mse_loss(flat, q.detach())
-            q = (q - flat).detach() + flat  # straight-through estimator
+            loss = self.loss_weight * loss
+            q = rotate_to(flat, q) if self.rotation_trick else (q - flat).detach() + flat  # straight-through
             q = q.view(b, h, w, d).permute(0, 3, 1, 2).contiguous()
         return QuantizerOutput(quantized=q.to(z.dtype), indices=indices.view(b, h, w), loss=loss)
 
@@ -56,3 +60,15 @@ class VectorQuantizer(nn.Module):
                              f"[{int(indices.min())}, {int(indices.max())}]")
         codes = F.embedding(indices.long(), self.codebook().float())
         return codes.permute(0, 3, 1, 2).contiguous()
+
+
+def rotate_to(x: torch.Tensor, q: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The rotation trick (Fifty et al. 2024): the value of `q`, reached from `x` (N, D) by a
+    rotation and a rescaling that are treated as constants, so gradients reach `x` rotated rather
+    than copied. R = I - 2 r r^T + 2 q_hat x_hat^T with r = (x_hat + q_hat) / |x_hat + q_hat|."""
+    x_norm = x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    q_norm = q.norm(dim=-1, keepdim=True).clamp_min(eps)
+    x_hat, q_hat = (x / x_norm).detach(), (q / q_norm).detach()
+    r = F.normalize(x_hat + q_hat, dim=-1, eps=eps).detach()
+    rotated = x - 2 * (x * r).sum(-1, keepdim=True) * r + 2 * (x * x_hat).sum(-1, keepdim=True) * q_hat
+    return rotated * (q_norm / x_norm).detach()

@@ -13,11 +13,12 @@ from .base import VectorQuantizer
 
 
 class SimVQ(VectorQuantizer):
-    def __init__(self, codebook_size: int, dim: int = 32, commitment_weight: float = 0.25, search_block_size: int = 32768):
-        super().__init__(codebook_size, dim, commitment_weight, search_block_size)
+    def __init__(self, codebook_size: int, dim: int = 32, frozen_dim: int | None = None, **kwargs):
+        super().__init__(codebook_size, dim, **kwargs)
+        frozen_dim = frozen_dim or dim  # the frozen codebook may be wider or narrower than the codes
         # Names match the authors' checkpoint: `frozen_codebook` is a persistent buffer.
-        self.register_buffer("frozen_codebook", torch.randn(codebook_size, dim) * dim ** -0.5)
-        self.code_transform = nn.Linear(dim, dim, bias=False)
+        self.register_buffer("frozen_codebook", torch.randn(codebook_size, frozen_dim) * frozen_dim ** -0.5)
+        self.code_transform = nn.Linear(frozen_dim, dim, bias=False)
 
     def codebook(self) -> torch.Tensor:
         return self.code_transform(self.frozen_codebook)

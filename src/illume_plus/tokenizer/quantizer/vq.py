@@ -8,8 +8,8 @@ from .base import VectorQuantizer
 
 
 class VanillaVQ(VectorQuantizer):
-    def __init__(self, codebook_size: int, dim: int = 32, commitment_weight: float = 0.25, search_block_size: int = 32768):
-        super().__init__(codebook_size, dim, commitment_weight, search_block_size)
+    def __init__(self, codebook_size: int, dim: int = 32, **kwargs):
+        super().__init__(codebook_size, dim, **kwargs)
         self.embedding = nn.Embedding(codebook_size, dim)
         nn.init.uniform_(self.embedding.weight, -1.0 / codebook_size, 1.0 / codebook_size)
 
