@@ -22,9 +22,15 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from .mllm.engine import DecodingEngine, GenerationRequest
+from .mllm.generation_config import GenerationDefaults
 from .mllm.sampling import GenerationSettings, make_generator
 
 __all__ = ["Pipeline", "ImageResult", "ChatSession"]
+
+# Their evaluation's reply budget (lmms-eval's max_new_tokens for the released model).
+UNDERSTANDING_MAX_NEW_TOKENS = 1024
+# Their scripts' diffusion-decoder steps (their web app uses 20).
+DIFFUSION_STEPS = 50
 
 # Models with at most this many text rows (the "tiny" preset has 512) may fall back to the
 # built-in tiny text tokenizer when no processor is given.
@@ -65,15 +71,21 @@ class Pipeline:
     decoder: "pixel" (DualViTok), "diffusion" (a diffusion decoder with random weights, for
         trying the path), or a `DiffusionDecoderPipeline` (2x super-resolution decoding,
         `diffusion_steps` steps at `diffusion_guidance_scale`).
+
+    Decoding defaults follow the authors' scripts (docs/reproducing.md): the "authors"
+    sampling preset (`preset="clean"` applies each setting once), the checkpoint's
+    generation_config.json (`model.generation_defaults`: repetition penalty 1.05 and stop ids
+    for the release), replies stop at `<|im_end|>` or `<|endoftext|>`.
     """
 
     def __init__(self, model, vision_tokenizer=None, decoder="pixel", processor=None,
-                 diffusion_steps: int = 20, diffusion_guidance_scale: float = 2.0):
+                 diffusion_steps: int = DIFFUSION_STEPS, diffusion_guidance_scale: float = 2.0):
         self.model = model
         self.processor = processor if processor is not None else _default_processor(model)
         if not (decoder in ("pixel", "diffusion") or callable(decoder)):
             raise ValueError(f"decoder must be 'pixel', 'diffusion' or a DiffusionDecoderPipeline, got {decoder!r}")
-        self.engine = DecodingEngine(model, self.processor)
+        self.generation_defaults = getattr(model, "generation_defaults", None) or GenerationDefaults()
+        self.engine = DecodingEngine(model, self.processor, stop_token_ids=self.generation_defaults.eos_token_ids)
         self.config = model.config
         self.vision_tokenizer = vision_tokenizer
         self.decoder = decoder
@@ -92,8 +104,9 @@ class Pipeline:
         seed: an int (prompt i uses seed + i) or one seed per prompt. A prompt's image
             depends only on its prompt, size, settings and seed, not on its batch mates.
         guidance_scale: CFG weight; 1.0 skips the unconditional rows.
-        sampling: overrides of `GenerationSettings.text_to_image()` (temperature, top_k,
-            top_p, repetition_penalty, greedy, or per phase as semantic_top_k=...).
+        sampling: `preset` ("authors", the default, or "clean") and overrides of its
+            settings (temperature, top_k, top_p, repetition_penalty, greedy, or per phase as
+            semantic_top_k=...).
         """
         single = isinstance(prompts, str)
         prompts = [prompts] if single else list(prompts)
@@ -101,7 +114,7 @@ class Pipeline:
             raise ValueError("no prompts given")
         sizes = self._target_sizes(size, len(prompts), any_size)
         seeds = self._seeds(seed, len(prompts))
-        settings = GenerationSettings.text_to_image().updated(**sampling)
+        settings = self._settings("text_to_image", sampling)
         requests = []
         for prompt, target, s in zip(prompts, sizes, seeds):
             if not isinstance(prompt, str):
@@ -128,7 +141,7 @@ class Pipeline:
         if len(images) != len(instructions):
             raise ValueError(f"{len(images)} images for {len(instructions)} instructions")
         seeds = self._seeds(seed, len(images))
-        settings = GenerationSettings.editing().updated(**sampling)
+        settings = self._settings("editing", sampling)
         requests = []
         for source, text, s in zip(images, instructions, seeds):
             target = self._edit_size(source, size, any_size)
@@ -139,7 +152,7 @@ class Pipeline:
         return results[0] if single else results
 
     # ------------------------------------------------------------------ understanding
-    def understand(self, image_or_images, question: str, max_new_tokens: int = 256, seed: int = 0,
+    def understand(self, image_or_images, question: str, max_new_tokens: int = UNDERSTANDING_MAX_NEW_TOKENS, seed: int = 0,
                    stream: Callable[[str], None] | None = None, **sampling) -> str:
         """Answer `question` about one image or several. Greedy by default; giving
         temperature, top_k or top_p samples (seeded by `seed`). `stream(piece)` receives the
@@ -151,7 +164,7 @@ class Pipeline:
                 stream(piece)
         return "".join(pieces)
 
-    def iter_understand(self, image_or_images, question: str, max_new_tokens: int = 256, seed: int = 0,
+    def iter_understand(self, image_or_images, question: str, max_new_tokens: int = UNDERSTANDING_MAX_NEW_TOKENS, seed: int = 0,
                         **sampling) -> Iterator[str]:
         """`understand`, yielding the reply piece by piece as it is decoded."""
         images = list(image_or_images) if isinstance(image_or_images, (list, tuple)) else [image_or_images]
@@ -161,7 +174,7 @@ class Pipeline:
             user = _fill_template(self.config.understanding_template, [_as_part(i) for i in images],
                                   question=question)
             prompt = self.processor.encode_chat([{"role": "user", "content": user}])
-        return self._iter_text(prompt, max_new_tokens, seed, _text_settings(sampling))
+        return self._iter_text(prompt, max_new_tokens, seed, self._settings("understanding", sampling))
 
     # ------------------------------------------------------------------ chat
     def chat(self, messages: list[dict] | None = None) -> "ChatSession":
@@ -169,6 +182,16 @@ class Pipeline:
         return ChatSession(self, list(messages or []))
 
     # ------------------------------------------------------------------ internals
+    def _settings(self, task: str, sampling: dict) -> GenerationSettings:
+        """The task's preset, the checkpoint's repetition penalty, then the caller's overrides."""
+        sampling = dict(sampling)
+        preset = sampling.pop("preset", "authors")
+        defaults = GenerationSettings.for_task(task, preset).updated(
+            repetition_penalty=self.generation_defaults.repetition_penalty)
+        if task == "understanding":
+            return _text_settings(defaults, sampling)
+        return defaults.updated(**sampling)
+
     def _iter_text(self, prompt, max_new_tokens, seed, settings) -> Iterator[str]:
         request = GenerationRequest(prompt=prompt, settings=settings, seed=seed, max_new_tokens=max_new_tokens)
         stream = self.engine.stream([request])
@@ -180,7 +203,7 @@ class Pipeline:
             except StopIteration:
                 break
             token = int(tokens[0])
-            if token == self.processor.layout.im_end:
+            if token in self.engine.stop_token_ids:
                 break
             ids.append(token)
             text = self.processor.decode_text(torch.tensor(ids))
@@ -343,7 +366,7 @@ class ChatSession:
     messages: list = field(default_factory=list)
     images: list = field(default_factory=list)  # ImageResults generated in this chat
 
-    def send(self, text: str, images: Sequence = (), max_new_tokens: int = 256, seed: int = 0,
+    def send(self, text: str, images: Sequence = (), max_new_tokens: int = UNDERSTANDING_MAX_NEW_TOKENS, seed: int = 0,
              stream: Callable[[str], None] | None = None, **sampling) -> str:
         if images:  # the understanding prompt: "{image}\n{question}"
             content = _fill_template(self.pipeline.config.understanding_template, [_as_part(i) for i in images],
@@ -352,7 +375,7 @@ class ChatSession:
             content = text
         user = {"role": "user", "content": content}
         prompt = self.pipeline.processor.encode_chat([*self.messages, user])
-        settings = _text_settings(sampling)
+        settings = self.pipeline._settings("understanding", sampling)
         pieces = []
         for piece in self.pipeline._iter_text(prompt, max_new_tokens, seed, settings):
             pieces.append(piece)
@@ -377,7 +400,7 @@ class ChatSession:
             uncond = encode(config.unconditional_image_template.format(resolution_tag=tag))
         request = GenerationRequest(prompt=encode(user_text), unconditional_prompt=uncond, image_size=target,
                                     guidance_scale=guidance_scale, seed=seed,
-                                    settings=GenerationSettings.text_to_image().updated(**sampling))
+                                    settings=pipe._settings("text_to_image", sampling))
         [result] = pipe._run_image_requests([request], [seed], decode)
         self._record({"role": "user", "content": user_text}, result)
         return result
@@ -393,7 +416,7 @@ class ChatSession:
         cond, uncond = pipe._encode_edit(image, instruction, target, guidance_scale != 1.0, history=self.messages)
         request = GenerationRequest(prompt=cond, unconditional_prompt=uncond, image_size=target,
                                     guidance_scale=guidance_scale, seed=seed,
-                                    settings=GenerationSettings.editing().updated(**sampling))
+                                    settings=pipe._settings("editing", sampling))
         [result] = pipe._run_image_requests([request], [seed], decode)
         tag = pipe.processor.layout.resolution_tag_text(*target)
         user = _fill_template(pipe.config.edit_template, [_as_part(image)], resolution_tag=tag,
@@ -425,7 +448,7 @@ def _default_processor(model):
     return IllumePlusProcessor.from_text_tokenizer(tokenizer, model.config)
 
 
-def _text_settings(sampling: dict) -> GenerationSettings:
+def _text_settings(defaults: GenerationSettings, sampling: dict) -> GenerationSettings:
     """Understanding settings: greedy, unless sampling options are given without `greedy`."""
     sampling = dict(sampling)
     wants_sampling = any(k in sampling for k in ("temperature", "top_k", "top_p", "text_temperature",
@@ -434,7 +457,7 @@ def _text_settings(sampling: dict) -> GenerationSettings:
         sampling["text_greedy"] = False
     if "top_k" in sampling:  # in a text reply, top_k is the text phase's
         sampling.setdefault("text_top_k", sampling.pop("top_k"))
-    return GenerationSettings.understanding().updated(**sampling)
+    return defaults.updated(**sampling)
 
 
 def _as_part(image):

@@ -31,7 +31,7 @@ def _parser(verb: str) -> argparse.ArgumentParser:
     else:
         p.add_argument("image", type=Path, nargs="+")
         p.add_argument("--question", "-q", required=True)
-        p.add_argument("--max-new-tokens", type=int, default=256)
+        p.add_argument("--max-new-tokens", type=int, default=1024, help="reply budget (their evaluation: 1024)")
     if verb != "understand":
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNG files")

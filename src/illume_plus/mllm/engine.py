@@ -10,13 +10,15 @@ image of a given size), sampling settings and seed. The loop, top to bottom:
 2. Schedule. An image's token structure is fixed by its size (SPEC §3): the engine lays out
    every step up front — forced structural tokens (`<start_of_image>`, level markers,
    `<end_of_line>`, ...) are inserted, code slots are sampled. A text reply samples every
-   step until `<|im_end|>`. Which rows sample from which vocabulary range at which step is
-   therefore known on the host before decoding starts: no per-step device->host sync.
+   step until a stop id (`<|im_end|>`, `<|endoftext|>`). Which rows sample from which
+   vocabulary range at which step is therefore known on the host before decoding starts:
+   no per-step device->host sync.
 3. Each step: the LM head is applied to the last hidden state only, and only to the rows
    that sample, and only to the active range — semantic codes, pixel codes, or the text
    vocabulary (which excludes every image token). Image phases mix
-   g·(logsoftmax(cond) − logsoftmax(uncond)) + logsoftmax(uncond); sampling settings are
-   applied once to the result; each request draws with its own pre-drawn uniforms.
+   g·(logsoftmax(cond) − logsoftmax(uncond)) + logsoftmax(uncond); the phase's warper
+   passes (sampling.py) are applied to the result; each request draws with its own
+   pre-drawn uniforms.
 4. The chosen token of each request is fed to its conditional row and its unconditional
    row alike (the unconditional context is its prompt + the same generated tokens).
 
@@ -86,7 +88,7 @@ class GenerationOutput:
     token_ids: torch.Tensor  # (n,) every token the request produced, structural ones included
     text: str = ""
     images: list[GeneratedImage] = field(default_factory=list)
-    finish_reason: str = "length"  # "stop" (<|im_end|>), "image" (<end_of_image>) or "length"
+    finish_reason: str = "length"  # "stop" (a stop id), "image" (<end_of_image>) or "length"
 
 
 @dataclass
@@ -123,7 +125,7 @@ class DecodingEngine:
     device; reading them is the caller's sync) and returns the outputs at the end.
     """
 
-    def __init__(self, model, processor, check_stop_every: int = 16):
+    def __init__(self, model, processor, check_stop_every: int = 16, stop_token_ids=()):
         self.model = model
         self.processor = processor
         self.layout = processor.layout
@@ -138,6 +140,8 @@ class DecodingEngine:
         self.ranges = {PHASE_TEXT: self.text_range, PHASE_SEMANTIC: self.layout.semantic_range,
                        PHASE_PIXEL: self.layout.pixel_range}
         self.check_stop_every = check_stop_every
+        # a text reply ends at <|im_end|>, <|endoftext|> or any extra id (a checkpoint's eos ids)
+        self.stop_token_ids = tuple(sorted({*self.layout.stop_ids, *(int(i) for i in stop_token_ids)}))
 
     # ------------------------------------------------------------------ public API
     @torch.no_grad()
@@ -205,6 +209,7 @@ class DecodingEngine:
         finished = torch.zeros(n_requests, dtype=torch.bool, device=device)
         text_row_mask = torch.zeros(n_requests, dtype=torch.bool, device=device)
         text_row_mask[text_rows] = True
+        stop_ids = torch.tensor(self.stop_token_ids, device=device)
         index_cache: dict[tuple, torch.Tensor] = {}
 
         def rows_tensor(rows):  # device index tensors, built once per distinct row set
@@ -231,7 +236,7 @@ class DecodingEngine:
             if text_rows:
                 # finished text rows keep running (their tokens are dropped at the end)
                 tokens = torch.where(finished, self.layout.pad_token_id, tokens)
-                finished |= text_row_mask & (tokens == self.layout.im_end)
+                finished |= text_row_mask & torch.isin(tokens, stop_ids)
             generated[:, step] = tokens
             if seen is not None:
                 seen[torch.arange(n_requests, device=device), tokens] = True
@@ -305,7 +310,7 @@ class DecodingEngine:
             tokens, _ = schedules[i]
             ids = generated[i, : len(tokens)]
             if request.image_size is None:
-                stops = (ids == self.layout.im_end).nonzero()
+                stops = torch.isin(ids, torch.tensor(self.stop_token_ids)).nonzero()
                 if len(stops):
                     ids, reason = ids[: int(stops[0])], "stop"
                 else:

@@ -4,9 +4,18 @@ A request decodes in up to three phases (text, semantic codes, pixel codes), eac
 own `SamplingConfig`. The engine scores only the active phase's vocabulary range, so every
 function here works on *sliced* logits (rows x range size), never on the full vocabulary.
 
-Warpers are applied exactly once, in this order (as transformers' generate would, minus
-the authors' double application): repetition penalty (on the conditional logits, before
-CFG; see the engine) -> temperature -> top-k -> top-p -> draw.
+Order, as transformers' generate runs it: repetition penalty (on the conditional logits,
+before CFG; see the engine) -> one warper pass (temperature -> top-k -> top-p) -> an
+optional second warper pass -> draw.
+
+Two presets (docs/reproducing.md, "Inference defaults"):
+- "authors" (the default): what the authors' scripts effectively sample from. Their logits
+  processor applies CFG and its own temperature / top-k / top-p, and transformers 4.44's
+  generate then applies ITS temperature / top-k / top-p warpers (built from the same
+  command-line values) once more. So every image phase gets a second pass: text-to-image
+  pixel top-k 6144 is cut to 2048 by the second pass; editing applies temperature 0.7 and
+  top-p 0.8 twice and cuts pixel top-k 1536 to 512.
+- "clean": each setting applied once, as the paper describes them.
 
 Randomness: each request owns a `torch.Generator`, from which the engine draws one
 uniform number per decoding step up front (`draw_uniforms`). A row's token is then picked
@@ -22,40 +31,83 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 __all__ = [
+    "WarperPass",
     "SamplingConfig",
     "GenerationSettings",
+    "SAMPLING_PRESETS",
+    "PassRows",
     "RowSampling",
+    "warp",
+    "warped_scores",
     "apply_repetition_penalty",
     "sample_rows",
     "draw_uniforms",
     "make_generator",
 ]
 
+SAMPLING_PRESETS = ("authors", "clean")
+PIXEL_TOP_K_RATIO = 3  # the pixel codebook is 3x the semantic one, so is its own top-k (theirs)
+
+
+def _check_warpers(temperature: float, top_k: int, top_p: float) -> None:
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be > 0 (use greedy=True for argmax), got {temperature}")
+    if int(top_k) != top_k or top_k < 0:
+        raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {top_k}")
+    if not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
+@dataclass(frozen=True)
+class WarperPass:
+    """One pass of transformers-style warpers: temperature -> top-k -> top-p."""
+
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1.0 = off
+
+    def __post_init__(self):
+        _check_warpers(self.temperature, self.top_k, self.top_p)
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Sampling settings of one phase. Defaults mean plain sampling at temperature 1."""
+    """Sampling settings of one phase. Defaults mean plain sampling at temperature 1.
+
+    temperature / top_k / top_p form the first warper pass; `second_pass` (None: none) is
+    applied to its result, as transformers' generate does after a custom logits processor.
+    """
 
     temperature: float = 1.0
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1.0 = off
     repetition_penalty: float = 1.0  # 1.0 = off; > 1 discourages tokens already generated
     greedy: bool = False
+    second_pass: WarperPass | None = None
 
     def __post_init__(self):
-        if not self.greedy and not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise ValueError(f"temperature must be > 0 (use greedy=True for argmax), got {self.temperature}")
-        if int(self.top_k) != self.top_k or self.top_k < 0:
-            raise ValueError(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        _check_warpers(1.0 if self.greedy else self.temperature, self.top_k, self.top_p)
         if not self.repetition_penalty > 0:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.second_pass is not None and not isinstance(self.second_pass, WarperPass):
+            raise TypeError(f"second_pass must be a WarperPass or None, got {type(self.second_pass).__name__}")
+
+    @property
+    def first_pass(self) -> WarperPass:
+        return WarperPass(1.0 if self.greedy else self.temperature, self.top_k, self.top_p)
 
 
-def _image_phases(temperature: float, top_k: int, top_p: float, pixel_top_k_ratio: int) -> dict:
-    semantic = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
-    pixel = SamplingConfig(temperature=temperature, top_k=top_k * pixel_top_k_ratio, top_p=top_p)
+def _image_phases(temperature: float, top_k: int, top_p: float, preset: str,
+                  pixel_top_k_ratio: int = PIXEL_TOP_K_RATIO) -> dict:
+    """Semantic and pixel settings from one (temperature, top_k, top_p), as the authors'
+    scripts derive them (pixel top-k = 3 x top-k). The "authors" preset adds the second
+    pass their generate call applies: the same values, with the plain top-k for pixels too."""
+    if preset not in SAMPLING_PRESETS:
+        raise ValueError(f"unknown sampling preset {preset!r}; expected one of {SAMPLING_PRESETS}")
+    second = WarperPass(temperature, top_k, top_p) if preset == "authors" else None
+    semantic = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, second_pass=second)
+    pixel = SamplingConfig(temperature=temperature, top_k=top_k * pixel_top_k_ratio, top_p=top_p,
+                           second_pass=second)
     return {"semantic": semantic, "pixel": pixel}
 
 
@@ -68,19 +120,29 @@ class GenerationSettings:
     pixel: SamplingConfig = field(default_factory=SamplingConfig)
 
     PHASES = ("text", "semantic", "pixel")
+    TASKS = ("text_to_image", "editing", "understanding")
 
-    # Paper/release defaults. The pixel codebook is 3x the semantic one, so is its top-k.
+    # The values of the authors' scripts (inference_text_to_image.sh / inference_image_editing.sh).
     @classmethod
-    def text_to_image(cls, temperature=1.0, top_k=2048, top_p=1.0, pixel_top_k_ratio=3):
-        return cls(**_image_phases(temperature, top_k, top_p, pixel_top_k_ratio))
-
-    @classmethod
-    def editing(cls, temperature=0.7, top_k=512, top_p=0.8, pixel_top_k_ratio=3):
-        return cls(**_image_phases(temperature, top_k, top_p, pixel_top_k_ratio))
+    def text_to_image(cls, temperature=1.0, top_k=2048, top_p=1.0, preset: str = "authors"):
+        return cls(**_image_phases(temperature, top_k, top_p, preset))
 
     @classmethod
-    def understanding(cls):
+    def editing(cls, temperature=0.7, top_k=512, top_p=0.8, preset: str = "authors"):
+        return cls(**_image_phases(temperature, top_k, top_p, preset))
+
+    @classmethod
+    def understanding(cls, preset: str = "authors"):
+        """Greedy (their lmms-eval runs: temperature 0), the same in both presets."""
+        if preset not in SAMPLING_PRESETS:
+            raise ValueError(f"unknown sampling preset {preset!r}; expected one of {SAMPLING_PRESETS}")
         return cls(text=SamplingConfig(greedy=True))
+
+    @classmethod
+    def for_task(cls, task: str, preset: str = "authors") -> "GenerationSettings":
+        if task not in cls.TASKS:
+            raise ValueError(f"unknown task {task!r}; expected one of {cls.TASKS}")
+        return getattr(cls, task)(preset=preset)
 
     def for_phase(self, phase: str) -> SamplingConfig:
         if phase not in self.PHASES:
@@ -90,9 +152,11 @@ class GenerationSettings:
     def updated(self, **overrides) -> "GenerationSettings":
         """Override settings by keyword, as the Pipeline's `**sampling` does.
 
-        `temperature=0.8` sets every phase; `semantic_top_k=1024` or `text_greedy=False`
-        sets one phase; `top_k=N` sets semantic top-k N and pixel top-k 3N (text unchanged);
-        `phase={...}` / a SamplingConfig replaces a whole phase.
+        `temperature=0.8` / `top_p=0.9` set every phase, in both warper passes where a phase
+        has two (as the authors' single command-line value does); `top_k=N` sets semantic
+        top-k N and pixel top-k 3N (second passes: N; text unchanged); `semantic_top_k=1024`
+        or `text_greedy=False` sets one phase's first pass; `second_pass=None` drops the
+        second passes; `phase={...}` / a SamplingConfig replaces a whole phase.
         """
         phases = {p: getattr(self, p) for p in self.PHASES}
         names = {f.name for f in fields(SamplingConfig)}
@@ -100,8 +164,10 @@ class GenerationSettings:
             if key in self.PHASES:
                 phases[key] = value if isinstance(value, SamplingConfig) else replace(phases[key], **value)
             elif key == "top_k":
-                phases["semantic"] = replace(phases["semantic"], top_k=value)
-                phases["pixel"] = replace(phases["pixel"], top_k=3 * value)
+                phases["semantic"] = _with_warper(phases["semantic"], "top_k", value, value)
+                phases["pixel"] = _with_warper(phases["pixel"], "top_k", PIXEL_TOP_K_RATIO * value, value)
+            elif key in ("temperature", "top_p"):
+                phases = {p: _with_warper(c, key, value, value) for p, c in phases.items()}
             elif key in names:
                 phases = {p: replace(c, **{key: value}) for p, c in phases.items()}
             elif "_" in key and key.split("_", 1)[0] in self.PHASES and key.split("_", 1)[1] in names:
@@ -115,17 +181,60 @@ class GenerationSettings:
         return GenerationSettings(**phases)
 
 
+def _with_warper(config: SamplingConfig, name: str, first, second) -> SamplingConfig:
+    """`config` with warper `name` set to `first` in its own pass and `second` in its second pass."""
+    if config.second_pass is not None:
+        config = replace(config, second_pass=replace(config.second_pass, **{name: second}))
+    return replace(config, **{name: first})
+
+
+@dataclass
+class PassRows:
+    """One warper pass for a set of rows: device tensors, plus the host-side passes (None for
+    a row without this pass) so that the sampler picks its path without reading the device."""
+
+    temperature: torch.Tensor  # (R,) float, 1 where off
+    top_k: torch.Tensor  # (R,) long, 0 = off
+    top_p: torch.Tensor  # (R,) float, 1 = off
+    passes: tuple[WarperPass | None, ...]
+
+    @classmethod
+    def from_passes(cls, passes, device=None) -> "PassRows":
+        passes = tuple(passes)
+        plain = [p or WarperPass() for p in passes]
+        return cls(
+            temperature=torch.tensor([p.temperature for p in plain], dtype=torch.float32, device=device),
+            top_k=torch.tensor([p.top_k for p in plain], dtype=torch.long, device=device),
+            top_p=torch.tensor([p.top_p for p in plain], dtype=torch.float32, device=device),
+            passes=passes,
+        )
+
+    def select(self, rows: torch.Tensor, host_rows) -> "PassRows":
+        return PassRows(self.temperature[rows], self.top_k[rows], self.top_p[rows],
+                        tuple(self.passes[i] for i in host_rows))
+
+    @property
+    def active(self) -> bool:
+        return any(p is not None for p in self.passes)
+
+    def truncation_width(self, vocab_size: int) -> int:
+        """How many sorted candidates the widest truncating row needs (0: no row truncates).
+
+        A row truncates when it has a top-k below the vocabulary or a top-p below 1; a top-p
+        row without top-k needs the whole (sliced) vocabulary sorted.
+        """
+        widths = [min(p.top_k, vocab_size) if p.top_k > 0 else vocab_size
+                  for p in self.passes if p is not None and ((0 < p.top_k < vocab_size) or p.top_p < 1.0)]
+        return max(widths, default=0)
+
+
 @dataclass
 class RowSampling:
-    """The settings of one phase for a set of rows, as device tensors plus host summaries.
+    """The settings of one phase for a set of rows: the first and second warper passes,
+    repetition penalties and greedy flags as device tensors, plus the host-side configs."""
 
-    Host summaries (`truncation_width`, `all_greedy`, ...) let the sampler choose its path without
-    reading tensors back from the device.
-    """
-
-    temperature: torch.Tensor  # (R,) float
-    top_k: torch.Tensor  # (R,) long, 0 = off
-    top_p: torch.Tensor  # (R,) float
+    first: PassRows
+    second: PassRows
     repetition_penalty: torch.Tensor  # (R,) float
     greedy: torch.Tensor  # (R,) bool
     configs: tuple[SamplingConfig, ...]
@@ -133,25 +242,21 @@ class RowSampling:
     @classmethod
     def from_configs(cls, configs, device=None) -> "RowSampling":
         configs = tuple(configs)
-
-        def column(name, dtype):
-            return torch.tensor([getattr(c, name) for c in configs], dtype=dtype, device=device)
-
         return cls(
-            temperature=column("temperature", torch.float32),
-            top_k=column("top_k", torch.long),
-            top_p=column("top_p", torch.float32),
-            repetition_penalty=column("repetition_penalty", torch.float32),
-            greedy=column("greedy", torch.bool),
+            first=PassRows.from_passes([None if c.greedy else c.first_pass for c in configs], device),
+            second=PassRows.from_passes([None if c.greedy else c.second_pass for c in configs], device),
+            repetition_penalty=torch.tensor([c.repetition_penalty for c in configs], dtype=torch.float32,
+                                            device=device),
+            greedy=torch.tensor([c.greedy for c in configs], dtype=torch.bool, device=device),
             configs=configs,
         )
 
     def select(self, rows: torch.Tensor, host_rows) -> "RowSampling":
         """The settings of `rows` (device index tensor; `host_rows` the same as a list)."""
+        host_rows = list(host_rows)
         return RowSampling(
-            temperature=self.temperature[rows],
-            top_k=self.top_k[rows],
-            top_p=self.top_p[rows],
+            first=self.first.select(rows, host_rows),
+            second=self.second.select(rows, host_rows),
             repetition_penalty=self.repetition_penalty[rows],
             greedy=self.greedy[rows],
             configs=tuple(self.configs[i] for i in host_rows),
@@ -160,16 +265,6 @@ class RowSampling:
     @property
     def uses_repetition_penalty(self) -> bool:
         return any(c.repetition_penalty != 1.0 for c in self.configs)
-
-    def truncation_width(self, vocab_size: int) -> int:
-        """How many sorted candidates the widest truncating row needs (0: no row truncates).
-
-        A row truncates when it has a top-k below the vocabulary or a top-p below 1; a top-p
-        row without top-k needs the whole (sliced) vocabulary sorted.
-        """
-        widths = [min(c.top_k, vocab_size) if c.top_k > 0 else vocab_size
-                  for c in self.configs if not c.greedy and ((0 < c.top_k < vocab_size) or c.top_p < 1.0)]
-        return max(widths, default=0)
 
     @property
     def all_greedy(self) -> bool:
@@ -191,23 +286,18 @@ def apply_repetition_penalty(
 def sample_rows(logits: torch.Tensor, settings: RowSampling, uniforms: torch.Tensor) -> torch.Tensor:
     """Pick one index per row of `logits` (R, V) with each row's own settings and uniform.
 
-    Returns (R,) long indices into the V columns. Greedy rows take the argmax. Other rows:
-    divide by temperature, keep the top-k, keep the most likely candidates until their
-    probability reaches top-p (at least one), then draw by inverse CDF with `uniforms`
-    (R,) in [0, 1).
+    Returns (R,) long indices into the V columns. Greedy rows take the argmax. Other rows
+    go through their first warper pass and, where set, their second (each: divide by the
+    temperature, keep the top-k, keep the most likely candidates until their probability
+    reaches top-p, at least one), then draw by inverse CDF with `uniforms` (R,) in [0, 1).
     """
     if logits.dim() != 2 or logits.shape[0] != len(settings.configs):
         raise ValueError(f"logits must be (rows, vocab) with {len(settings.configs)} rows, got {tuple(logits.shape)}")
-    scores = logits.float()
     if settings.all_greedy:
-        return scores.argmax(dim=-1)
-    vocab = scores.shape[-1]
-    temperature = torch.where(settings.greedy, torch.ones_like(settings.temperature), settings.temperature)
-    scores = scores / temperature[:, None]
-
-    width = settings.truncation_width(vocab)
-    if width:
-        scores = _truncate(scores, settings, width)
+        return logits.float().argmax(dim=-1)
+    vocab = logits.shape[-1]
+    greedy_pick = logits.float().argmax(dim=-1)
+    scores = warped_scores(logits, settings)
 
     # Inverse CDF in vocabulary order (so a row's draw never depends on its batch mates'
     # settings), in float64: 98k-entry cumulative sums in fp32 drift by ~1e-5.
@@ -215,24 +305,38 @@ def sample_rows(logits: torch.Tensor, settings: RowSampling, uniforms: torch.Ten
     cdf = probs.cumsum(dim=-1)
     target = uniforms.double()[:, None] * cdf[:, -1:]
     pick = torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=vocab - 1)
-    return torch.where(settings.greedy, scores.argmax(dim=-1), pick)
+    return torch.where(settings.greedy, greedy_pick, pick)
 
 
-def _truncate(scores: torch.Tensor, settings: RowSampling, width: int) -> torch.Tensor:
+def warped_scores(logits: torch.Tensor, settings: RowSampling) -> torch.Tensor:
+    """fp32 scores (R, V) whose softmax is what non-greedy rows sample from: the first warper
+    pass, then the second where a row has one (-inf marks what a pass dropped)."""
+    scores = warp(logits.float(), settings.first)
+    return warp(scores, settings.second) if settings.second.active else scores
+
+
+def warp(scores: torch.Tensor, rows: PassRows) -> torch.Tensor:
+    """One warper pass on fp32 scores (R, V): temperature, then top-k and top-p masking."""
+    scores = scores / rows.temperature[:, None]
+    width = rows.truncation_width(scores.shape[-1])
+    return _truncate(scores, rows, width) if width else scores
+
+
+def _truncate(scores: torch.Tensor, rows: PassRows, width: int) -> torch.Tensor:
     """Mask (to -inf) what each row's top-k and top-p drop, keeping ties at the boundary as
     transformers does. Only `width` candidates of the slice are sorted (a partial top-k)."""
     top, _ = scores.topk(width, dim=-1)  # (R, width), descending
     rank = torch.arange(width, device=scores.device)
-    row_k = torch.where(settings.top_k > 0, settings.top_k.clamp(max=width), width)
+    row_k = torch.where(rows.top_k > 0, rows.top_k.clamp(max=width), width)
     keep = rank[None, :] < row_k[:, None]
-    if any(c.top_p < 1.0 for c in settings.configs):
+    if any(p is not None and p.top_p < 1.0 for p in rows.passes):
         probs = top.masked_fill(~keep, float("-inf")).softmax(dim=-1)
         mass_before = probs.cumsum(dim=-1) - probs
-        keep = keep & (mass_before < settings.top_p[:, None])
+        keep = keep & (mass_before < rows.top_p[:, None])
         keep[:, 0] = True  # the most likely token always survives
     threshold = top.gather(-1, keep.sum(-1, keepdim=True) - 1)  # smallest kept score
     vocab = scores.shape[-1]
-    truncates = ((settings.top_k > 0) & (settings.top_k < vocab)) | (settings.top_p < 1.0)
+    truncates = ((rows.top_k > 0) & (rows.top_k < vocab)) | (rows.top_p < 1.0)
     threshold = torch.where(truncates[:, None], threshold, float("-inf"))
     return scores.masked_fill(scores < threshold, float("-inf"))
 

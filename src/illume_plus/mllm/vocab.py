@@ -25,6 +25,7 @@ STRUCTURAL_TOKENS = (
 RESOLUTION_TAG_STEP = 64  # height/width tags exist for multiples of 64 ...
 RESOLUTION_TAG_MAX = 1024  # ... up to 1024
 CHAT_START, CHAT_END = "<|im_start|>", "<|im_end|>"
+END_OF_TEXT = "<|endoftext|>"
 
 
 def resolution_tag_sizes() -> list[int]:
@@ -94,6 +95,7 @@ class TokenLayout:
     im_start: int
     im_end: int
     pad_token_id: int
+    end_of_text: int | None = None  # <|endoftext|>, Qwen's document end: also ends a reply
 
     @classmethod
     def from_tokenizer(cls, tokenizer, semantic_codebook_size: int, pixel_codebook_size: int) -> "TokenLayout":
@@ -127,12 +129,19 @@ class TokenLayout:
             im_start=token_id(CHAT_START),
             im_end=token_id(CHAT_END),
             pad_token_id=pad,
+            end_of_text=_token_id(tokenizer, END_OF_TEXT),
         )
 
     # -- ranges and tags --
     @property
     def eos_token_id(self) -> int:
         return self.im_end  # a chat reply ends with <|im_end|>
+
+    @property
+    def stop_ids(self) -> tuple[int, ...]:
+        """Ids that end a text reply: <|im_end|> and <|endoftext|> (the released generation
+        config's eos ids)."""
+        return tuple(i for i in (self.im_end, self.end_of_text) if i is not None)
 
     @property
     def semantic_range(self) -> tuple[int, int]:
