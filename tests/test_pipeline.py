@@ -8,6 +8,7 @@ import torch
 from illume_plus import Pipeline
 from illume_plus.mllm.config import IllumePlusConfig
 from illume_plus.mllm.frames import frame_ids
+from illume_plus.mllm.images import image_to_tensor
 from illume_plus.mllm.model import IllumePlus
 from illume_plus.mllm.processor import IllumePlusProcessor
 from illume_plus.mllm.text_tokenizer import build_tiny_text_tokenizer
@@ -49,6 +50,11 @@ def spy(pipe):
 def contains(sequence: torch.Tensor, part: torch.Tensor) -> bool:
     n = part.numel()
     return any(torch.equal(sequence[i : i + n], part) for i in range(sequence.numel() - n + 1))
+
+
+def occurrences(sequence: torch.Tensor, part: torch.Tensor) -> int:
+    n = part.numel()
+    return sum(torch.equal(sequence[i : i + n], part) for i in range(sequence.numel() - n + 1))
 
 
 def prompt_text(processor, sequence) -> str:
@@ -93,7 +99,7 @@ def test_sizes(pipe):
 def test_edit_unconditional_row_reconstructs_the_same_image(pipe, spy):
     source = torch.rand(3, 80, 64) * 2 - 1
     result = pipe.edit(source, "make it blue", size=(64, 64), seed=3, **FAST)
-    assert result.size == (64, 64) and result.image.size == (64, 64)
+    assert result.size == (64, 64) and result.image.size == (64, 80)  # the source's size (PIL: W, H)
     [[request]] = spy
     cond, uncond = request.prompt, request.unconditional_prompt
     assert "Please edit the image according to the instruction: make it blue" in prompt_text(pipe.processor, cond)
@@ -119,7 +125,7 @@ def test_understand_returns_text_and_streams(pipe):
     assert sampled[0] == sampled[1] != sampled[2]
 
 
-def test_chat_feeds_generated_images_back_as_codes(pipe, spy):
+def test_chat_keeps_replies_as_codes_and_reads_generated_images_as_pixels(pipe, spy):
     layout = pipe.processor.layout
     chat = pipe.chat()
     first = chat.generate("a cat", size=(64, 64), seed=1, **FAST)
@@ -135,12 +141,20 @@ def test_chat_feeds_generated_images_back_as_codes(pipe, spy):
     edited = chat.edit("make it black", seed=2, **FAST)
     edit = spy[-1][0]
     assert edited.size == (64, 64)
+    decoded = image_to_tensor(first.image)  # the generated image, as its decoded pixels
     for prompt in (edit.prompt, edit.unconditional_prompt):
-        assert contains(prompt.input_ids, as_reply) and contains(prompt.input_ids, as_input)
+        # the assistant turn keeps its codes; the user turn reads the image as continuous features
+        assert occurrences(prompt.input_ids, as_input) == 1 and contains(prompt.input_ids, as_reply)
+        assert len(prompt.images) == 1 and torch.equal(prompt.images[0].pixel_values, decoded)
+
+    chat.send("And now?", images=[edited], max_new_tokens=3)
+    ask = spy[-1][0]
+    assert len(ask.prompt.images) == 2 and torch.equal(ask.prompt.images[-1].pixel_values,
+                                                         image_to_tensor(edited.image))
     assert "Reconstruct the image" in prompt_text(pipe.processor, edit.unconditional_prompt)
     assert "make it black" in prompt_text(pipe.processor, edit.prompt)
     assert chat.images == [first, edited]
-    assert [m["role"] for m in chat.messages] == ["user", "assistant"] * 3
+    assert [m["role"] for m in chat.messages] == ["user", "assistant"] * 4
 
 
 def test_default_decoders(parts):

@@ -44,7 +44,7 @@ class ImageResult:
     semantic_ids: torch.Tensor  # (h1, w1) semantic codebook indices
     pixel_ids: torch.Tensor  # (h2, w2) pixel codebook indices
     size: tuple[int, int]  # (H, W) of the token grid's image (the diffusion decoder returns 2x)
-    image: object = None  # PIL.Image.Image, or None with decode=False
+    image: object = None  # PIL.Image.Image (an edit: at its source's size), or None with decode=False
 
     def codes(self, resolution_tag: bool = True):
         """The codes as a processor `ImageCodes` part, to put this image back into a prompt
@@ -129,11 +129,13 @@ class Pipeline:
     def edit(self, image, instruction: str | Sequence[str], guidance_scale: float = 1.5,
              seed: int | Sequence[int] = 0, *, size=None, any_size: bool = False, decode: bool = True,
              **sampling):
-        """Instruction editing. `image` is a PIL image or a (3,H,W) tensor in [-1,1] (read as
-        continuous features), or an `ImageResult` (fed back as its codes); a list of images
-        with a list of instructions edits a batch. The output size is the nearest generation
-        size of the source (or `size`). The unconditional row gets the reconstruction
-        prompt with the same source image.
+        """Instruction editing. `image` is a PIL image, a (3,H,W) tensor in [-1,1] or an
+        `ImageResult` (its decoded pixels); it is read as continuous features. A list of images
+        with a list of instructions edits a batch. The model generates at the nearest
+        generation size of the source (or `size`), the source LANCZOS-fitted into it and
+        padded with white; `result.image` is then cropped and resized back to the source's
+        size (`result.size` stays the generated grid's). The unconditional row gets the
+        reconstruction prompt with the same source image.
         """
         single = isinstance(instruction, str)
         images = [image] if single else list(image)
@@ -145,10 +147,11 @@ class Pipeline:
         requests = []
         for source, text, s in zip(images, instructions, seeds):
             target = self._edit_size(source, size, any_size)
-            cond, uncond = self._encode_edit(source, text, target, with_uncond=guidance_scale != 1.0)
+            cond, uncond, _ = self._encode_edit(source, text, target, with_uncond=guidance_scale != 1.0)
             requests.append(GenerationRequest(prompt=cond, unconditional_prompt=uncond, image_size=target,
                                               guidance_scale=guidance_scale, settings=settings, seed=s))
         results = self._run_image_requests(requests, seeds, decode)
+        self._restore_source_sizes(results, requests)
         return results[0] if single else results
 
     # ------------------------------------------------------------------ understanding
@@ -168,11 +171,11 @@ class Pipeline:
                         **sampling) -> Iterator[str]:
         """`understand`, yielding the reply piece by piece as it is decoded."""
         images = list(image_or_images) if isinstance(image_or_images, (list, tuple)) else [image_or_images]
-        if len(images) == 1 and not isinstance(images[0], ImageResult):
+        images = [self._user_image(i) for i in images]
+        if len(images) == 1:
             prompt = self.processor.encode_understanding(images[0], question)
         else:
-            user = _fill_template(self.config.understanding_template, [_as_part(i) for i in images],
-                                  question=question)
+            user = _fill_template(self.config.understanding_template, images, question=question)
             prompt = self.processor.encode_chat([{"role": "user", "content": user}])
         return self._iter_text(prompt, max_new_tokens, seed, self._settings("understanding", sampling))
 
@@ -320,21 +323,34 @@ class Pipeline:
         return tuple(self.processor.nearest_generation_size(height, width))
 
     def _encode_edit(self, source, instruction, size, with_uncond: bool, history=()):
-        """Conditional (edit) and unconditional (reconstruct, same image) prompts."""
-        if not history and not isinstance(source, ImageResult):
-            cond = self.processor.encode_edit(source, instruction, size=size)
-            uncond = self.processor.encode_edit(source, None, size=size) if with_uncond else None
-            return cond, uncond
+        """Conditional (edit) and unconditional (reconstruct, same image) prompts, and the edit's
+        user message (for a chat's history). The source is fitted to `size` as their inference
+        does (processor.prepare_generation_image); the prompts carry how (`source_resize`)."""
+        pixels, info = self.processor.prepare_generation_image(self._user_image(source), size)
         tag = self.processor.layout.resolution_tag_text(*size)
-        part = _as_part(source)
 
         def encode(template, **fields):
-            user = _fill_template(template, [part], resolution_tag=tag, **fields)
-            return self.processor.encode_chat([*history, {"role": "user", "content": user}], assistant_prefix=tag)
+            user = {"role": "user", "content": _fill_template(template, [pixels], resolution_tag=tag, **fields)}
+            sequence = self.processor.encode_chat([*history, user], assistant_prefix=tag)
+            sequence.target_size, sequence.source_resize = tuple(size), info
+            return sequence, user
 
-        cond = encode(self.config.edit_template, instruction=instruction)
-        uncond = encode(self.config.unconditional_edit_template) if with_uncond else None
-        return cond, uncond
+        cond, user = encode(self.config.edit_template, instruction=instruction)
+        uncond = encode(self.config.unconditional_edit_template)[0] if with_uncond else None
+        return cond, uncond, user
+
+    def _user_image(self, image):
+        """An image for a user turn, read as continuous features (as every user image in the
+        authors' app): a generated `ImageResult` enters as its decoded pixels."""
+        if not isinstance(image, ImageResult):
+            return image
+        return image.image if image.image is not None else self.decode_images([image])[0]
+
+    def _restore_source_sizes(self, results, requests) -> None:
+        """Edited images back to their sources' sizes (the padding cropped off)."""
+        for result, request in zip(results, requests):
+            if result.image is not None and request.prompt.source_resize is not None:
+                result.image = self.processor.postprocess(result.image, request.prompt.source_resize)
 
     @staticmethod
     def _seeds(seed, count: int) -> list:
@@ -353,8 +369,12 @@ class Pipeline:
 
 @dataclass
 class ChatSession:
-    """A conversation whose images stay in the history as codes (discrete frames), so a later
-    turn can discuss or edit an image generated earlier.
+    """A conversation in which a later turn can discuss or edit an image generated earlier.
+
+    The assistant turn that produced an image keeps the codes the model wrote (a discrete
+    frame); a later user turn that asks about or edits it reads its decoded pixels as
+    continuous features, like every user image in the authors' app (the paper's Table 6:
+    discrete input understands worse).
 
     send(text, images=...) -> str; generate(prompt, size=...) -> ImageResult;
     edit(instruction, image=None) -> ImageResult (default: the last image of the chat).
@@ -369,8 +389,8 @@ class ChatSession:
     def send(self, text: str, images: Sequence = (), max_new_tokens: int = UNDERSTANDING_MAX_NEW_TOKENS, seed: int = 0,
              stream: Callable[[str], None] | None = None, **sampling) -> str:
         if images:  # the understanding prompt: "{image}\n{question}"
-            content = _fill_template(self.pipeline.config.understanding_template, [_as_part(i) for i in images],
-                                     question=text)
+            content = _fill_template(self.pipeline.config.understanding_template,
+                                     [self.pipeline._user_image(i) for i in images], question=text)
         else:
             content = text
         user = {"role": "user", "content": content}
@@ -413,15 +433,14 @@ class ChatSession:
                 raise ValueError("nothing to edit: no image in this chat yet; pass image=...")
             image = self.images[-1]
         target = pipe._edit_size(image, size, any_size)
-        cond, uncond = pipe._encode_edit(image, instruction, target, guidance_scale != 1.0, history=self.messages)
+        cond, uncond, user = pipe._encode_edit(image, instruction, target, guidance_scale != 1.0,
+                                               history=self.messages)
         request = GenerationRequest(prompt=cond, unconditional_prompt=uncond, image_size=target,
                                     guidance_scale=guidance_scale, seed=seed,
                                     settings=pipe._settings("editing", sampling))
         [result] = pipe._run_image_requests([request], [seed], decode)
-        tag = pipe.processor.layout.resolution_tag_text(*target)
-        user = _fill_template(pipe.config.edit_template, [_as_part(image)], resolution_tag=tag,
-                              instruction=instruction)
-        self._record({"role": "user", "content": user}, result)
+        self._record(user, result)
+        pipe._restore_source_sizes([result], [request])
         return result
 
     def _record(self, user: dict, result: ImageResult) -> None:
@@ -458,12 +477,6 @@ def _text_settings(defaults: GenerationSettings, sampling: dict) -> GenerationSe
     if "top_k" in sampling:  # in a text reply, top_k is the text phase's
         sampling.setdefault("text_top_k", sampling.pop("top_k"))
     return defaults.updated(**sampling)
-
-
-def _as_part(image):
-    """A user-turn message part for an image: the codes of a generated one (no resolution
-    tag, as for any input image), else the image itself (read as continuous features)."""
-    return image.codes(resolution_tag=False) if isinstance(image, ImageResult) else image
 
 
 def _fill_template(template: str, images: list, **fields) -> list:

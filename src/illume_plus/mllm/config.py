@@ -60,8 +60,8 @@ class IllumePlusConfig:
     understanding_max_pixels: int = 768 * 768  # any resolution up to this area (SPEC §2 Input)
     understanding_min_pixels: int = 32 * 32
     generation_sizes: tuple = GENERATION_SIZES
-    generation_fit: str = "crop"  # bring a source image to its generation size: "crop" or "pad"
-    pad_value: float = 0.0  # fill for "pad", in [-1, 1] (0 = mid gray)
+    generation_fit: str = "pad"  # bring an editing source to its generation size: "pad" (theirs) or "crop"
+    pad_value: float = 1.0  # fill for "pad", in [-1, 1] (1 = white, as theirs)
 
     # --- prompts ----------------------------------------------------------------------------
     system_prompt: str = SYSTEM_PROMPT

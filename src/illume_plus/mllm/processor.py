@@ -5,24 +5,23 @@
   or `ImageCodes` (an image as DualViTok codes, e.g. generated in an earlier turn; read as code
   tokens). Labels supervise assistant replies with their `<|im_end|>` and newline.
 - Task prompts (SPEC §3 Prompts), exactly as the authors' inference writes them.
-- Images: understanding at any resolution up to 768² (sides multiples of 16); generation and
-  editing at the nearest of the 11 generation sizes, by crop or pad, undone by `postprocess`.
+- Images (images.py, PIL resampling as theirs): understanding at any resolution up to 768²
+  (sides multiples of 16, bicubic); editing sources at the nearest of the 11 generation sizes,
+  LANCZOS-fitted and padded with white (undone by `postprocess`), or cropped for training.
 - `collate`: left padding with per-row position ids (the model reads the last column).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field, replace
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ..tokenizer.preprocess import smart_resize
 from .config import IllumePlusConfig
 from .frames import FrameSpec, frame_ids
+from .images import (ResizeInfo, as_rgb_image, fit_to_anchor, image_to_tensor, nearest_anchor,
+                     restore_source_size, tensor_to_pil, understanding_tensor)
 from .vocab import CHAT_END, CHAT_START, TokenLayout, extend_tokenizer
 
 IMAGE_PLACEHOLDER = "{image}"  # where a template puts its image
@@ -39,19 +38,6 @@ class ImageCodes:
     height: int
     width: int
     resolution_tag: bool = True
-
-
-@dataclass
-class ResizeInfo:
-    """How a source image was brought to its generation size, so that `postprocess` can undo it.
-    `content_box` = (top, left, height, width) of the original picture inside the resized image
-    (pad), or of the resized image's kept window (crop), in pixels of `size`."""
-
-    original_size: tuple[int, int]
-    size: tuple[int, int]
-    fit: str
-    content_box: tuple[float, float, float, float]
-    scale: float  # resized pixels per original pixel
 
 
 @dataclass
@@ -126,47 +112,6 @@ def collate(sequences: list[EncodedSequence], pad_token_id: int, ignore_index: i
     return MultimodalBatch(input_ids, attention_mask, position_ids, labels, images)
 
 
-# ---------------------------------------------------------------------- image helpers
-def image_to_tensor(image) -> torch.Tensor:
-    """PIL image (any mode; read by `utils.images.load_image`), path, bytes or (3, H, W) tensor in
-    [-1, 1] -> float32 (3, H, W) in [-1, 1]. Tensors must be finite and non-empty."""
-    if isinstance(image, torch.Tensor):
-        if image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
-            raise ValueError(f"image tensors must be float (3, H, W) in [-1, 1], "
-                             f"got {image.dtype} {tuple(image.shape)}")
-        if image.shape[1] < 1 or image.shape[2] < 1:
-            raise ValueError(f"image tensors must have positive height and width, got {tuple(image.shape)}")
-        if not torch.isfinite(image).all():  # NaN passes any range comparison: check it first
-            raise ValueError("image tensor holds NaN or infinite values")
-        if image.min() < -1.001 or image.max() > 1.001:
-            raise ValueError("image tensor values must lie in [-1, 1] (scale [0, 1] images with x * 2 - 1)")
-        return image.float()
-    from PIL import Image
-
-    from ..utils.images import load_image
-
-    if not isinstance(image, (Image.Image, str, os.PathLike, bytes)):
-        raise ValueError(f"an image must be a PIL image, a path, bytes or a (3, H, W) tensor, "
-                         f"got {type(image).__name__}")
-    array = np.asarray(load_image(image), dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
-
-
-def tensor_to_pil(image: torch.Tensor):
-    from PIL import Image
-
-    array = ((image.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(array.permute(1, 2, 0).cpu().numpy())
-
-
-def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bicubic antialiased resize of (3, H, W) in [-1, 1], clamped back to [-1, 1]."""
-    if tuple(image.shape[-2:]) == tuple(size):
-        return image
-    out = F.interpolate(image[None].float(), size=tuple(size), mode="bicubic", align_corners=False, antialias=True)
-    return out[0].clamp(-1, 1)
-
-
 # ---------------------------------------------------------------------- the processor
 class IllumePlusProcessor:
     def __init__(self, tokenizer, config: IllumePlusConfig):
@@ -201,60 +146,39 @@ class IllumePlusProcessor:
         return FrameSpec.for_size(height, width, self.config.tokenizer)
 
     def nearest_generation_size(self, height: int, width: int) -> tuple[int, int]:
-        """The generation size whose aspect ratio is closest (in log ratio) to H/W."""
-        target = math.log(height / width)
-        return min(self.config.generation_sizes, key=lambda s: abs(math.log(s[0] / s[1]) - target))
+        """The generation size nearest in aspect ratio w/h (ties: nearest to H x W), as theirs."""
+        return nearest_anchor(height, width, self.config.generation_sizes)
 
     def prepare_understanding_image(self, image) -> torch.Tensor:
         """(3, H, W) in [-1, 1]: sides multiples of 16, area within the understanding bounds,
-        aspect ratio kept (smart resize)."""
-        x = image_to_tensor(image)
+        aspect ratio kept (smart resize, PIL bicubic on uint8: DualViTok's own path)."""
         cfg = self.config
-        size = smart_resize(*x.shape[-2:], factor=cfg.image_size_factor, min_pixels=cfg.understanding_min_pixels,
-                            max_pixels=cfg.understanding_max_pixels)
-        return resize(x, size)
+        return understanding_tensor(image, cfg.image_size_factor, cfg.understanding_min_pixels,
+                                    cfg.understanding_max_pixels)
 
-    def prepare_generation_image(self, image, size: tuple[int, int] | None = None) -> tuple[torch.Tensor, ResizeInfo]:
+    def prepare_generation_image(self, image, size: tuple[int, int] | None = None,
+                                 fit: str | None = None) -> tuple[torch.Tensor, ResizeInfo]:
         """Bring an (editing source) image to `size` (default: the nearest generation size) by
-        `config.generation_fit`: "crop" (cover, then centre crop) or "pad" (fit, then centre pad)."""
-        x = image_to_tensor(image)
-        h, w = x.shape[-2:]
-        size = tuple(size) if size is not None else self.nearest_generation_size(h, w)
-        big_h, big_w = size
-        fit = self.config.generation_fit
-        scale = max(big_h / h, big_w / w) if fit == "crop" else min(big_h / h, big_w / w)
-        rh, rw = max(1, round(h * scale)), max(1, round(w * scale))
-        if fit == "crop":
-            rh, rw = max(rh, big_h), max(rw, big_w)
-            top, left = (rh - big_h) // 2, (rw - big_w) // 2
-            out = resize(x, (rh, rw))[:, top:top + big_h, left:left + big_w]
-            box = (float(top), float(left), float(big_h), float(big_w))  # kept window of the resized image
-        else:
-            rh, rw = min(rh, big_h), min(rw, big_w)
-            top, left = (big_h - rh) // 2, (big_w - rw) // 2
-            out = torch.full((3, big_h, big_w), self.config.pad_value)
-            out[:, top:top + rh, left:left + rw] = resize(x, (rh, rw))
-            box = (float(top), float(left), float(rh), float(rw))  # the picture inside the padded image
-        return out, ResizeInfo((int(h), int(w)), (big_h, big_w), fit, box, scale)
+        `fit` (default `config.generation_fit`): "pad" (fit inside with LANCZOS, centre, fill
+        with `config.pad_value`, white: their inference) or "crop" (cover, centre crop: their
+        training data)."""
+        rgb = as_rgb_image(image)  # EXIF orientation applied: the size is the upright one
+        size = tuple(size) if size is not None else self.nearest_generation_size(rgb.height, rgb.width)
+        return fit_to_anchor(rgb, size, fit or self.config.generation_fit, self.config.pad_value)
 
-    def postprocess(self, images: torch.Tensor, info: ResizeInfo | None = None):
-        """Generated image(s) (3, H, W) or (B, 3, H, W) in [-1, 1] -> PIL image(s). With `info`
-        (from `prepare_generation_image`) the fit is undone: "pad" crops the padding away and
-        resizes to the original size; "crop" resizes to the original pixel scale (the cropped
-        border cannot come back). Outputs larger than the token size (the diffusion decoder's 2x)
-        are handled by scaling the box."""
-        if images.dim() == 4:
+    def postprocess(self, images, info: ResizeInfo | None = None):
+        """Generated image(s) (3, H, W) or (B, 3, H, W) in [-1, 1], or PIL images, -> PIL image(s).
+        With `info` (from `prepare_generation_image`) the fit is undone: "pad" crops the padding
+        away and resizes to the source's size; "crop" resizes to the source's pixel scale (the
+        cropped border cannot come back). Outputs larger than the token size (the diffusion
+        decoder's 2x) work too."""
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            return [self.postprocess(image, info) for image in images]
+        if isinstance(images, (list, tuple)):
             return [self.postprocess(image, info) for image in images]
         if info is None:
-            return tensor_to_pil(images)
-        k = images.shape[-2] / info.size[0]  # output pixels per generation-size pixel
-        if info.fit == "pad":
-            top, left, hh, ww = (round(v * k) for v in info.content_box)
-            restored = resize(images[:, top:top + hh, left:left + ww], info.original_size)
-        else:
-            h, w = images.shape[-2:]
-            restored = resize(images, (max(1, round(h / (k * info.scale))), max(1, round(w / (k * info.scale)))))
-        return tensor_to_pil(restored)
+            return tensor_to_pil(images) if isinstance(images, torch.Tensor) else images
+        return restore_source_size(images, info)
 
     # ------------------------------------------------------------------ chat
     def encode_chat(self, messages: list[dict], add_generation_prompt: bool = True,
@@ -379,11 +303,12 @@ class IllumePlusProcessor:
         return [{"role": "user", "content": parts}]
 
     def encode_edit(self, image, instruction: str | None, size: tuple[int, int] | None = None,
-                    codes: ImageCodes | None = None) -> EncodedSequence:
+                    codes: ImageCodes | None = None, fit: str | None = None) -> EncodedSequence:
         """Editing prompt (instruction None: the reconstruction prompt). The source is brought to
-        `size` (default: nearest generation size); the output has that size. With `codes` the
+        `size` (default: nearest generation size) by `fit` (default: "crop" with `codes`, as their
+        training data, else `config.generation_fit`); the output has that size. With `codes` the
         target image is the supervised reply (training)."""
-        source, info = self.prepare_generation_image(image, size)
+        source, info = self.prepare_generation_image(image, size, fit or ("crop" if codes is not None else None))
         messages = self.edit_messages(source, instruction)
         out_size = info.size
         if codes is not None:

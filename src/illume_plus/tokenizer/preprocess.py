@@ -68,14 +68,21 @@ def semantic_patches(images: torch.Tensor, size: tuple[int, int], mean, std, pat
     return patches, grid_thw
 
 
+def pil_to_tensor(image) -> torch.Tensor:
+    """An RGB PIL image -> (3, H, W) float tensor in [-1, 1] (x / 127.5 - 1, as theirs)."""
+    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(image.height, image.width, 3)
+    return pixels.permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
 def image_to_tensor(image, factor: int = 16, min_pixels: int = 32 * 32, max_pixels: int = 512 * 512,
                     background: tuple[int, int, int] = (255, 255, 255)) -> torch.Tensor:
     """An image (PIL image of any mode, path or bytes) -> (3, H, W) float tensor in [-1, 1],
-    smart-resized (bicubic) so that H, W are multiples of `factor` and
-    min_pixels <= H*W <= max_pixels.
+    smart-resized so that H, W are multiples of `factor` and min_pixels <= H*W <= max_pixels.
 
-    Read by `illume_plus.utils.images.load_image`: EXIF orientation applied, 16-bit images
-    scaled (not clipped), transparency composited over `background`.
+    The one preprocessing path of DualViTok and the MLLM (theirs: transformers' image
+    processor): read by `illume_plus.utils.images.load_image` (EXIF orientation applied, 16-bit
+    images scaled, not clipped, transparency composited over `background`), then PIL bicubic
+    resampling on the uint8 image.
     """
     from PIL import Image
 
@@ -85,5 +92,4 @@ def image_to_tensor(image, factor: int = 16, min_pixels: int = 32 * 32, max_pixe
     height, width = smart_resize(image.height, image.width, factor, min_pixels, max_pixels)
     if (height, width) != (image.height, image.width):
         image = image.resize((width, height), resample=Image.Resampling.BICUBIC)
-    pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8).view(height, width, 3)
-    return pixels.permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return pil_to_tensor(image)
