@@ -148,7 +148,7 @@ class Pipeline:
         for source, text, s in zip(images, instructions, seeds):
             target = self._edit_size(source, size, any_size)
             cond, uncond, _ = self._encode_edit(source, text, target, with_uncond=guidance_scale != 1.0)
-            requests.append(GenerationRequest(prompt=cond, unconditional_prompt=uncond, image_size=target,
+            requests.append(GenerationRequest(prompt=cond, unconditional_prompt=uncond, image_size=cond.target_size,
                                               guidance_scale=guidance_scale, settings=settings, seed=s))
         results = self._run_image_requests(requests, seeds, decode)
         self._restore_source_sizes(results, requests)
@@ -314,19 +314,21 @@ class Pipeline:
             return size
         return tuple(self.processor.nearest_generation_size(*size))
 
-    def _edit_size(self, source, size, any_size: bool) -> tuple[int, int]:
+    def _edit_size(self, source, size, any_size: bool) -> tuple[int, int] | None:
+        """The output size asked for, a generated source's own, or None: the processor takes the
+        generation size nearest the (upright) source's aspect ratio."""
         if size is not None:
             return self._check_size(tuple(size), any_size)
         if isinstance(source, ImageResult):
             return tuple(source.size)
-        height, width = _image_hw(source)
-        return tuple(self.processor.nearest_generation_size(height, width))
+        return None
 
     def _encode_edit(self, source, instruction, size, with_uncond: bool, history=()):
         """Conditional (edit) and unconditional (reconstruct, same image) prompts, and the edit's
         user message (for a chat's history). The source is fitted to `size` as their inference
         does (processor.prepare_generation_image); the prompts carry how (`source_resize`)."""
         pixels, info = self.processor.prepare_generation_image(self._user_image(source), size)
+        size = info.size
         tag = self.processor.layout.resolution_tag_text(*size)
 
         def encode(template, **fields):
@@ -435,7 +437,7 @@ class ChatSession:
         target = pipe._edit_size(image, size, any_size)
         cond, uncond, user = pipe._encode_edit(image, instruction, target, guidance_scale != 1.0,
                                                history=self.messages)
-        request = GenerationRequest(prompt=cond, unconditional_prompt=uncond, image_size=target,
+        request = GenerationRequest(prompt=cond, unconditional_prompt=uncond, image_size=cond.target_size,
                                     guidance_scale=guidance_scale, seed=seed,
                                     settings=pipe._settings("editing", sampling))
         [result] = pipe._run_image_requests([request], [seed], decode)
@@ -487,13 +489,3 @@ def _fill_template(template: str, images: list, **fields) -> list:
     parts = [before.format(**fields), *images, after.format(**fields)]
     return [p for p in parts if not (isinstance(p, str) and p == "")]
 
-
-def _image_hw(image) -> tuple[int, int]:
-    if isinstance(image, torch.Tensor):
-        if image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(f"an image tensor must be (3, H, W) in [-1, 1], got {tuple(image.shape)}")
-        return int(image.shape[1]), int(image.shape[2])
-    if hasattr(image, "size") and hasattr(image, "convert"):  # PIL
-        width, height = image.size
-        return height, width
-    raise TypeError(f"expected a PIL image, a (3,H,W) tensor or an ImageResult, got {type(image).__name__}")

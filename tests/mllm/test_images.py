@@ -101,3 +101,17 @@ def test_understanding_images_are_resized_by_pil_bicubic_on_uint8(tiny_processor
     odd = torch.from_numpy(np.asarray(photo(100, 70))).permute(2, 0, 1).float() / 127.5 - 1
     assert torch.equal(tiny_processor.prepare_understanding_image(odd),
                        tiny_processor.prepare_understanding_image(photo(100, 70)))
+
+
+def test_edit_anchor_follows_the_upright_photo(tiny_processor):
+    import io
+
+    stored = photo(300, 500)  # stored portrait, EXIF says: rotate 90° (orientation 6) -> landscape
+    exif = stored.getexif()
+    exif[0x0112] = 6
+    buffer = io.BytesIO()
+    stored.save(buffer, format="JPEG", exif=exif)
+    buffer.seek(0)
+    seq = tiny_processor.encode_edit(Image.open(buffer), "x")
+    assert seq.source_resize.original_size == (300, 500)  # (H, W) upright
+    assert seq.target_size == (384, 576)
