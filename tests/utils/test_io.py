@@ -35,3 +35,32 @@ def test_missing_files_name_the_path(tmp_path):
     bad.write_text("{")
     with pytest.raises(ValueError, match="bad.json"):
         load_json(bad)
+
+
+def test_loaded_tensors_start_on_64_byte_boundaries(tmp_path):
+    # safetensors places tensors at file offsets; MKL's results depend on alignment on some CPUs
+    state = {f"t{i}": torch.randn(3 + i, 5) for i in range(6)}
+    save_safetensors(state, tmp_path / "m.safetensors")
+    back = load_safetensors(tmp_path / "m.safetensors")
+    assert all(v.data_ptr() % 64 == 0 for v in back.values())
+    assert all(torch.equal(back[k], state[k]) for k in state)
+
+
+def test_damaged_weight_and_checkpoint_files_are_named(tmp_path):
+    from illume_plus.utils.io import check_safetensors, check_torch_checkpoint, torch_load_checkpoint
+
+    save_safetensors({"w": torch.randn(100)}, tmp_path / "m.safetensors")
+    data = (tmp_path / "m.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[:-40])
+    with pytest.raises(ValueError, match="cut.safetensors.*truncated"):
+        check_safetensors(tmp_path / "cut.safetensors")
+    with pytest.raises(ValueError, match="cut.safetensors"):
+        load_safetensors(tmp_path / "cut.safetensors")
+    torch.save({"step": 3, "w": torch.randn(100)}, tmp_path / "s.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "s.pt").read_bytes()[:200])
+    with pytest.raises(ValueError, match="cut.pt"):
+        check_torch_checkpoint(tmp_path / "cut.pt")
+    with pytest.raises(ValueError, match="cut.pt"):
+        torch_load_checkpoint(tmp_path / "cut.pt")
+    check_safetensors(tmp_path / "m.safetensors")  # intact files pass
+    check_torch_checkpoint(tmp_path / "s.pt")

@@ -56,9 +56,22 @@ def load_safetensors(path, device: str | torch.device = "cpu") -> dict[str, torc
     if not path.is_file():
         raise FileNotFoundError(f"missing weight file: {path}")
     try:
-        return load_file(str(path), device=str(device))
+        tensors = load_file(str(path), device=str(device))
     except Exception as e:  # safetensors raises its own error types for damaged files
         raise ValueError(f"cannot read weight file {path} (damaged or not safetensors): {_one_line(e)}") from None
+    return {name: _aligned(tensor) for name, tensor in tensors.items()}
+
+
+def _aligned(tensor: torch.Tensor, alignment: int = 64) -> torch.Tensor:
+    """`tensor`, copied to fresh memory when its data does not start on an `alignment`-byte
+    boundary. safetensors hands out CPU tensors at their file offsets (8 + header length + ...,
+    rarely a multiple of 64); MKL's kernels pick code paths by alignment on some CPUs, so a
+    model loaded with such weights (`load_state_dict(assign=True)`) computed results 1e-7 off
+    those of the same weights in freshly allocated memory (bitwise reproducibility needs
+    64-byte alignment, as MKL documents)."""
+    if tensor.device.type != "cpu" or tensor.data_ptr() % alignment == 0:
+        return tensor
+    return tensor.clone()
 
 
 def check_safetensors(path) -> None:
