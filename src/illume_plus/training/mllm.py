@@ -116,7 +116,7 @@ def build_model_and_processor(section: MllmModelSection, init_from: str | None) 
 
 
 def build_data(section: MllmDataSection, processor: IllumePlusProcessor, cfg: TrainSection, ctx: DistributedContext,
-               mixture: str | None, sources=(), cfg_dropout: float | None = None, shuffle: bool = True):
+               mixture: str | None, sources=(), cfg_dropout: float | None = None):
     """Mixture dataset + this process's loader (bucketed, sharded, resumable batches)."""
     if section.understanding_max_pixels:  # the processor reads understanding images within these bounds
         processor = IllumePlusProcessor(processor.tokenizer, replace(
@@ -124,7 +124,7 @@ def build_data(section: MllmDataSection, processor: IllumePlusProcessor, cfg: Tr
     dataset = MixtureDataset(load_mixture(mixture, list(sources)), seed=cfg.seed, group_by_size=section.group_by_size)
     collator = MllmCollator(processor, section.max_length,
                             section.cfg_dropout if cfg_dropout is None else cfg_dropout, seed=cfg.seed)
-    sampler = BucketBatchSampler(dataset.sample_sizes(), cfg.batch_size, seed=cfg.seed, shuffle=shuffle,
+    sampler = BucketBatchSampler(dataset.sample_sizes(), cfg.batch_size, seed=cfg.seed, shuffle=True,
                                  drop_last=cfg.drop_last, num_replicas=ctx.world_size, rank=ctx.rank)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.num_workers,
                         generator=torch.Generator().manual_seed(cfg.seed))
@@ -226,7 +226,7 @@ def train(config: MllmTrainingConfig) -> IllumePlus:
     bf16 = use_bf16(cfg.mixed_precision, device)
     if ctx.is_distributed:
         shard_model(model, device, bf16=bf16 and device.type == "cuda")
-    row_masks.place()
+    row_masks.place(model)
     optimizer = build_stage_optimizer(model, groups, config.stage)
     schedule = OptimizerConfig(schedule=config.stage.schedule, min_lr_ratio=config.stage.min_lr_ratio,
                                warmup_steps=int(config.stage.warmup_ratio * cfg.max_steps))
@@ -238,8 +238,8 @@ def train(config: MllmTrainingConfig) -> IllumePlus:
     dataset, loader = build_data(config.data, processor, cfg, ctx, config.data.mixture, config.data.sources)
     eval_loader = None
     if config.data.eval_mixture:
-        _, eval_loader = build_data(config.data, processor, cfg, ctx, config.data.eval_mixture, cfg_dropout=0.0,
-                                    shuffle=False)
+        # shuffled once (epoch 0, every time): the first eval_batches mix every task
+        _, eval_loader = build_data(config.data, processor, cfg, ctx, config.data.eval_mixture, cfg_dropout=0.0)
     if ctx.is_main:
         logger.info("data: %s; left out at start: %s", dataset.report.per_source, dict(dataset.report.left_out))
 
@@ -332,7 +332,8 @@ def train(config: MllmTrainingConfig) -> IllumePlus:
 
         if position.step % cfg.log_every == 0 or position.step == cfg.max_steps:
             log_window()
-        if eval_loader is not None and config.data.eval_every and position.step % config.data.eval_every == 0:
+        if eval_loader is not None and config.data.eval_every and position.step % config.data.eval_every == 0 \
+                and position.step < cfg.max_steps:  # the last step's evaluation comes after the loop
             metrics_log.log(position.step, evaluate(model, eval_loader, config.data.eval_batches, autocast, device))
         if position.step % cfg.checkpoint_every == 0:
             save_now()

@@ -104,26 +104,30 @@ class RowMasks:
     """Zero the text rows' gradients of the `rows: image` parameters (embedding, LM head)."""
 
     def __init__(self, model: nn.Module, chosen: dict[str, ParamGroupConfig], layout):
-        self.masked = []
+        self.masks = {}  # parameter name -> (rows, 1) bool mask of the rows that may change
         for name, param in model.named_parameters():
             group = chosen.get(name)
             if group is None or group.rows != "image":
                 continue
             if param.dim() != 2 or not name.endswith(("embed_tokens.weight", "lm_head.weight")):
                 raise ValueError(f"rows: image applies to the embedding and LM head only, not {name}")
-            self.masked.append((param, image_vocab_rows(layout, param.shape[0])[:, None]))
+            self.masks[name] = image_vocab_rows(layout, param.shape[0])[:, None]
+        self.masked = []
 
-    def place(self) -> None:
-        """Move the masks next to their (possibly sharded) parameters; call after sharding."""
-        placed = []
-        for param, mask in self.masked:
-            mask = mask.to(param.device if not _is_dtensor(param) else param.to_local().device)
+    def place(self, model: nn.Module) -> None:
+        """Pair each mask with its parameter as the model holds it now: call after sharding, which
+        replaces the parameters (FSDP2: DTensor shards of rows), and shard the mask alike."""
+        params = dict(model.named_parameters())
+        self.masked = []
+        for name, mask in self.masks.items():
+            param = params[name]
             if _is_dtensor(param):
                 from torch.distributed.tensor import distribute_tensor
 
-                mask = distribute_tensor(mask, param.device_mesh, param.placements)
-            placed.append((param, mask))
-        self.masked = placed
+                mask = distribute_tensor(mask.to(param.to_local().device), param.device_mesh, param.placements)
+            else:
+                mask = mask.to(param.device)
+            self.masked.append((param, mask))
 
     @torch.no_grad()
     def apply(self) -> None:
