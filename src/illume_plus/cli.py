@@ -3,6 +3,8 @@
     illume-plus demo [--out DIR]                     tiny end-to-end run on CPU (random weights)
     illume-plus train tokenizer CONFIG [k=v ...]     DualViTok training recipe
     illume-plus train decoder CONFIG [k=v ...]       diffusion-decoder training recipe
+    illume-plus train mllm CONFIG [k=v ...]          MLLM training recipe (one stage per config)
+    illume-plus pretokenize LIST --format t2i ...    t2i / edit targets -> code grids, offline
     illume-plus eval tokenizer --data DIR ...        PSNR / SSIM / rFID / codebook use
     illume-plus generate|edit|understand ...         the MLLM's three tasks
     illume-plus app [--port N]                       the web demo (needs the `demo` extra)
@@ -17,10 +19,12 @@ from importlib import import_module
 _ROUTES = {
     ("train", "tokenizer"): "illume_plus.training.tokenizer",
     ("train", "decoder"): "illume_plus.training.decoder",
+    ("train", "mllm"): "illume_plus.training.mllm",
     ("eval", "tokenizer"): "illume_plus.evaluation.tokenizer",
 }
 _TASKS = ("generate", "edit", "understand")
-_SINGLE = {"demo": "illume_plus.apps.demo", "app": "illume_plus.apps.web"}
+_SINGLE = {"demo": "illume_plus.apps.demo", "app": "illume_plus.apps.web",
+           "pretokenize": "illume_plus.data.mllm.codes"}
 
 
 def _usage() -> str:

@@ -81,6 +81,8 @@ class StepOutput:
 class IllumePlusOutput:
     loss: torch.Tensor  # mean next-token CE over labelled positions
     num_tokens: int  # how many positions the loss averages over
+    row_loss_sums: torch.Tensor | None = None  # (B,) detached CE summed over each row's labelled positions
+    row_num_tokens: torch.Tensor | None = None  # (B,) labelled positions per row (per-task losses in training)
 
 
 class IllumePlus(nn.Module):
@@ -207,27 +209,37 @@ class IllumePlus(nn.Module):
         hidden, _ = self._decoder(embeds, batch.attention_mask.to(self.device), batch.position_ids.to(self.device))
         targets = batch.labels[:, 1:].to(self.device)  # position t predicts token t + 1
         keep = targets != self.config.ignore_index
-        return IllumePlusOutput(loss=self.chunked_cross_entropy(hidden[:, :-1][keep], targets[keep]),
-                                num_tokens=int(keep.sum()))
+        losses = self.token_losses(hidden[:, :-1][keep], targets[keep])
+        rows = keep.nonzero()[:, 0]
+        num_rows = targets.shape[0]
+        return IllumePlusOutput(
+            loss=losses.sum() / losses.numel() if losses.numel() else hidden.sum() * 0.0,  # zero keeps the graph
+            num_tokens=int(keep.sum()),
+            row_loss_sums=losses.detach().new_zeros(num_rows).index_add_(0, rows, losses.detach()),
+            row_num_tokens=keep.sum(dim=1))
 
     def chunked_cross_entropy(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean CE of (N, D) hidden states against (N,) targets, `loss_chunk_size` rows at a time.
-        Under autograd each chunk is checkpointed, so at most one chunk's fp32 logits
-        (chunk x vocab) exist at once, in forward and backward (SPEC §6)."""
+        """Mean CE of (N, D) hidden states against (N,) targets (see `token_losses`)."""
         if targets.numel() == 0:
             return hidden.sum() * 0.0  # no labelled token: a zero that keeps the graph
-        total = hidden.new_zeros((), dtype=torch.float32)
+        return self.token_losses(hidden, targets).sum() / targets.numel()
+
+    def token_losses(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(N,) fp32 CE of (N, D) hidden states against (N,) targets, `loss_chunk_size` rows at a
+        time. Under autograd each chunk is checkpointed, so at most one chunk's fp32 logits
+        (chunk x vocab) exist at once, in forward and backward (SPEC §6)."""
+        parts = []
         for start in range(0, targets.numel(), self.config.loss_chunk_size):
             h = hidden[start:start + self.config.loss_chunk_size]
             t = targets[start:start + self.config.loss_chunk_size]
             if torch.is_grad_enabled():
-                total = total + checkpoint(self._chunk_loss_sum, h, t, use_reentrant=False)
+                parts.append(checkpoint(self._chunk_token_losses, h, t, use_reentrant=False))
             else:
-                total = total + self._chunk_loss_sum(h, t)
-        return total / targets.numel()
+                parts.append(self._chunk_token_losses(h, t))
+        return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
-    def _chunk_loss_sum(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.logits_from_hidden(hidden), targets, reduction="sum")
+    def _chunk_token_losses(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.logits_from_hidden(hidden), targets, reduction="none")
 
     def train(self, mode: bool = True):
         super().train(mode)

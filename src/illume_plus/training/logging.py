@@ -85,18 +85,19 @@ def _parsed_lines(path: Path, strict: bool) -> list[tuple[str, dict | None]]:
 class ProgressBar:
     """tqdm bar over optimisation steps showing losses and throughput (rank 0 only)."""
 
-    def __init__(self, total: int, initial: int = 0, enabled: bool = True, desc: str = "train"):
+    def __init__(self, total: int, initial: int = 0, enabled: bool = True, desc: str = "train", unit: str = "img"):
         self.bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, disable=not enabled)
+        self.unit = unit  # what `update` counts: images, tokens...
         self._last_time = time.perf_counter()
         self._images = 0
 
     def update(self, step: int, images: int, metrics: dict) -> float:
-        """Advance one step; returns images/s since the previous call."""
+        """Advance one step; returns `unit`s (images) per second since the previous call."""
         now = time.perf_counter()
         images_per_second = images / max(now - self._last_time, 1e-9)
         self._last_time = now
         shown = {k: f"{v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        self.bar.set_postfix(step=step, **shown, img_s=f"{images_per_second:.1f}", refresh=False)
+        self.bar.set_postfix(step=step, **shown, **{f"{self.unit}_s": f"{images_per_second:.1f}"}, refresh=False)
         self.bar.update(1)
         return images_per_second
 
