@@ -302,6 +302,8 @@ def train(config: MllmTrainingConfig) -> IllumePlus:
     saved_steps = [position.step] if latest is not None else []
     bar = ProgressBar(cfg.max_steps, initial=position.step, enabled=ctx.is_main and cfg.progress_bar, desc=config.stage.name,
                       unit="tok")
+    if eval_loader is not None and latest is None:  # the held-out loss of the starting weights
+        metrics_log.log(0, evaluate(model, eval_loader, config.data.eval_batches, autocast, device))
     model.train()
     for item in batches(loader, position, cfg.max_steps, deadline, device):
         batch = item.batch.to(device)

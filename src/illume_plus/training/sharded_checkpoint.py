@@ -58,7 +58,7 @@ class ShardedCheckpointManager(CheckpointManager):
             staging.rename(final)
             with atomic_path(self.directory / "latest") as tmp:
                 tmp.write_text(final.name + "\n")
-            self._prune()
+            self._prune(step)
         barrier()
         return final
 
