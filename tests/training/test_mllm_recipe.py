@@ -61,6 +61,11 @@ def test_stage1_killed_and_resumed_equals_uninterrupted_and_text_rows_never_move
     # the metrics log reads as one run
     steps = [r["step"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl") if "loss" in r]
     assert steps == [1, 2, 3, 4]
+    # a sharded checkpoint without its DCP metadata is damaged: resuming falls back past it
+    from illume_plus.training.sharded_checkpoint import ShardedCheckpointManager
+
+    (tmp_path / "b" / "checkpoints" / "step_00000004" / "dcp" / ".metadata").unlink()
+    assert ShardedCheckpointManager(tmp_path / "b" / "checkpoints").latest().step == 2
 
     # stage 1: text rows of the tied embedding bit for bit as initialised, image rows trained,
     # everything outside the adaptors and the embedding untouched

@@ -106,6 +106,8 @@ class Checkpoint:
             check_torch_checkpoint(path)
         for path in sorted(self.path.glob("*.safetensors")):
             check_safetensors(path)
+        if (self.path / "dcp").is_dir() and not (self.path / "dcp" / ".metadata").is_file():
+            raise ValueError(f"incomplete checkpoint {self.path}: dcp/.metadata is missing")  # sharded_checkpoint.py
 
 
 class CheckpointManager:

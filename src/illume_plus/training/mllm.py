@@ -156,6 +156,7 @@ def batches(loader: DataLoader, position: Position, max_steps: int, deadline: fl
             position.epoch, position.batch_in_epoch = position.epoch + 1, 0
         dataset.set_epoch(position.epoch)
         sampler.set_epoch(position.epoch, start_batch=position.batch_in_epoch)
+        whole_epoch, used = position.batch_in_epoch == 0, 0
         for item in loader:
             late = deadline is not None and time.perf_counter() > deadline
             flags = all_reduce_max(torch.tensor([late, item.batch is None], dtype=torch.float32, device=device))
@@ -165,9 +166,13 @@ def batches(loader: DataLoader, position: Position, max_steps: int, deadline: fl
             position.skipped.update(item.skipped)
             if flags[1] > 0:
                 continue
+            used += 1
             yield item
             if position.step >= max_steps:
                 return
+        if whole_epoch and used == 0:  # never loop over unusable data forever
+            raise ValueError(f"a whole epoch of the data mixture gave no usable batch; samples skipped: "
+                             f"{dict(position.skipped)} (see the warnings above)")
 
 
 def task_losses(out, tasks: list[str]) -> dict[str, tuple[float, int]]:
@@ -213,7 +218,7 @@ def train(config: MllmTrainingConfig) -> IllumePlus:
     cfg = config.train
     ctx = init_distributed(cfg.device)
     device = ctx.device
-    output_dir = prepare_output_dir(cfg.output_dir, config, ctx.is_main)
+    output_dir = prepare_output_dir(cfg.output_dir, config, ctx.is_main, resume=cfg.resume)
 
     # ---- model, stage, optimiser (same seed everywhere: identical initial weights) ----
     torch.manual_seed(cfg.seed)
@@ -260,10 +265,10 @@ def train(config: MllmTrainingConfig) -> IllumePlus:
         else:
             logger.warning("%s has no state for rank %d (world size changed); reseeding", latest.path, ctx.rank)
             seed_process(cfg.seed, ctx.rank, position.step)
-        metrics_log.truncate_after(position.step)
         logger.info("resumed from %s at step %d", latest.path, position.step)
     else:
         seed_process(cfg.seed, ctx.rank)
+    metrics_log.start(position.step if latest is not None else None)  # the log reads as one run
 
     def save_now():  # collective
         state = {"scheduler": scheduler.state_dict(), "config_stage": config.stage.name,

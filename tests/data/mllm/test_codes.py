@@ -12,11 +12,12 @@ from illume_plus.mllm.config import GENERATION_SIZES
 def test_nearest_size_and_crop_fraction():
     assert nearest_size(1000, 1000, GENERATION_SIZES) == (512, 512)
     assert nearest_size(300, 1200, GENERATION_SIZES) == (256, 1024)
-    assert nearest_size(400, 700, GENERATION_SIZES) == (384, 768)  # 0.571 is closest to 0.5
+    assert nearest_size(400, 600, GENERATION_SIZES) == (384, 576)
+    assert nearest_size(400, 700, GENERATION_SIZES) == (384, 768)  # w/h 1.75: 1.5 and 2 tie; nearer in size
     assert crop_loss(512, 512, (512, 512)) == 0
     # 100x300 covering 64x64: scaled to 64x192, keeps 64 of 192 columns
     assert crop_loss(100, 300, (64, 64)) == pytest.approx(2 / 3)
-    out = anchor_crop(torch.zeros(3, 100, 300), (64, 64))
+    out = anchor_crop(Image.new("RGB", (300, 100)), (64, 64))
     assert out.shape == (3, 64, 64)
 
 
@@ -55,10 +56,9 @@ def test_pretokenize_keeps_drops_counts_and_reads_back(tmp_path):
     entry = store.get(5)
     assert entry.size == (64, 64) and entry.source is None
     # the stored grids are the tokenizer's codes of the anchor-cropped image
-    from illume_plus.data.datasets import load_rgb
-    from illume_plus.mllm.processor import image_to_tensor
+    from illume_plus.utils.images import load_image
 
-    image = anchor_crop(image_to_tensor(load_rgb(tmp_path / "b.png")), (64, 64))
+    image = anchor_crop(load_image(tmp_path / "b.png"), (64, 64))
     with torch.no_grad():
         enc = tokenizer.encode(image[None])
     assert torch.equal(entry.target[0], enc.semantic_ids[0]) and torch.equal(entry.target[1], enc.pixel_ids[0])

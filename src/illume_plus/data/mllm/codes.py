@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -42,9 +41,10 @@ SUMMARY_NAME = "summary.json"
 
 # ----------------------------------------------------------------------------- sizes
 def nearest_size(height: int, width: int, sizes) -> tuple[int, int]:
-    """The allowed size whose aspect ratio is closest (in log ratio) to H/W."""
-    target = math.log(height / width)
-    return tuple(min(sizes, key=lambda s: abs(math.log(s[0] / s[1]) - target)))
+    """The allowed size nearest in aspect ratio (the package's anchor rule, as at inference)."""
+    from ...mllm.images import nearest_anchor
+
+    return nearest_anchor(height, width, [tuple(s) for s in sizes])
 
 
 def crop_loss(height: int, width: int, size: tuple[int, int]) -> float:
@@ -53,15 +53,12 @@ def crop_loss(height: int, width: int, size: tuple[int, int]) -> float:
     return 1.0 - (size[0] * size[1]) / (height * scale * width * scale)
 
 
-def anchor_crop(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(3, H, W) in [-1, 1] -> (3, *size): resize to cover `size`, then centre crop."""
-    from ...mllm.processor import resize
+def anchor_crop(image, size: tuple[int, int]) -> torch.Tensor:
+    """PIL image (or (3, H, W) in [-1, 1]) -> (3, *size) in [-1, 1]: cover `size`, centre crop
+    (the processor's "crop" fit, which also brings an editing source to its size in training)."""
+    from ...mllm.images import fit_to_anchor
 
-    h, w = image.shape[-2:]
-    scale = max(size[0] / h, size[1] / w)
-    rh, rw = max(size[0], round(h * scale)), max(size[1], round(w * scale))
-    top, left = (rh - size[0]) // 2, (rw - size[1]) // 2
-    return resize(image, (rh, rw))[:, top:top + size[0], left:left + size[1]]
+    return fit_to_anchor(image, tuple(size), "crop")[0]
 
 
 def size_key(size) -> str:
@@ -121,11 +118,10 @@ class CodeStore:
 
 
 # ----------------------------------------------------------------------------- writing
-def _load_image(path: str) -> torch.Tensor:
-    from ...data.datasets import load_rgb
-    from ...mllm.processor import image_to_tensor
+def _load_image(path: str):
+    from ...utils.images import load_image
 
-    return image_to_tensor(load_rgb(path))
+    return load_image(path)
 
 
 def _encode(tokenizer, images: list[torch.Tensor], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,8 +148,8 @@ def tokenize_chunk(records: list[Record], tokenizer, sizes, max_crop: float, bat
             logger.warning("%s: unreadable image (%s: %s) (skipped)", record.where, type(e).__name__, e)
             info["unreadable_image"].append(record.line)
             continue
-        size = nearest_size(*pictures[0].shape[-2:], sizes)
-        if max(crop_loss(*p.shape[-2:], size) for p in pictures) > max_crop:
+        size = nearest_size(pictures[0].height, pictures[0].width, sizes)
+        if max(crop_loss(p.height, p.width, size) for p in pictures) > max_crop:
             info["crop_over_limit"].append(record.line)
             continue
         groups[size].append((record.line, [anchor_crop(p, size) for p in pictures]))

@@ -144,9 +144,9 @@ def _split_images(text: str, queue: list) -> list:
 
 
 def _load(path: str):
-    from ..datasets import load_rgb
+    from ...utils.images import load_image
 
-    return load_rgb(path)
+    return load_image(path)
 
 
 __all__ = ["MllmCollator", "TrainingBatch", "Skip", "frame_spans"]
