@@ -23,6 +23,7 @@ import torch
 
 from .mllm.engine import DecodingEngine, GenerationRequest
 from .mllm.generation_config import GenerationDefaults
+from .mllm.limits import check_fits_context, check_guidance_scale, check_image_size, check_text_length
 from .mllm.sampling import GenerationSettings, make_generator
 
 __all__ = ["Pipeline", "ImageResult", "ChatSession"]
@@ -112,6 +113,9 @@ class Pipeline:
         prompts = [prompts] if single else list(prompts)
         if not prompts:
             raise ValueError("no prompts given")
+        check_guidance_scale(guidance_scale)
+        for prompt in prompts:
+            self._check_text(prompt, "prompt")
         sizes = self._target_sizes(size, len(prompts), any_size)
         seeds = self._seeds(seed, len(prompts))
         settings = self._settings("text_to_image", sampling)
@@ -142,6 +146,9 @@ class Pipeline:
         instructions = [instruction] if single else list(instruction)
         if len(images) != len(instructions):
             raise ValueError(f"{len(images)} images for {len(instructions)} instructions")
+        check_guidance_scale(guidance_scale)
+        for text in instructions:
+            self._check_text(text, "instruction")
         seeds = self._seeds(seed, len(images))
         settings = self._settings("editing", sampling)
         requests = []
@@ -170,6 +177,7 @@ class Pipeline:
     def iter_understand(self, image_or_images, question: str, max_new_tokens: int = UNDERSTANDING_MAX_NEW_TOKENS, seed: int = 0,
                         **sampling) -> Iterator[str]:
         """`understand`, yielding the reply piece by piece as it is decoded."""
+        self._check_text(question, "question")
         images = list(image_or_images) if isinstance(image_or_images, (list, tuple)) else [image_or_images]
         images = [self._user_image(i) for i in images]
         if len(images) == 1:
@@ -195,8 +203,20 @@ class Pipeline:
             return _text_settings(defaults, sampling)
         return defaults.updated(**sampling)
 
+    def _check_text(self, text, what: str) -> None:
+        check_text_length(text, self.config.max_position_embeddings, what)
+
+    def _check_requests(self, requests) -> None:
+        """Every request must fit the model's context (prompt + what it will write)."""
+        def frame_tokens(height, width):
+            return self.processor.frame_spec(height, width).num_tokens
+
+        for request in requests:
+            check_fits_context(request, self.config.max_position_embeddings, frame_tokens)
+
     def _iter_text(self, prompt, max_new_tokens, seed, settings) -> Iterator[str]:
         request = GenerationRequest(prompt=prompt, settings=settings, seed=seed, max_new_tokens=max_new_tokens)
+        self._check_requests([request])
         stream = self.engine.stream([request])
         ids: list[int] = []
         emitted = ""
@@ -220,6 +240,7 @@ class Pipeline:
             yield text[len(emitted):]
 
     def _run_image_requests(self, requests, seeds, decode: bool) -> list[ImageResult]:
+        self._check_requests(requests)
         outputs = self.engine.generate(requests)
         results = [ImageResult(o.images[0].semantic_ids, o.images[0].pixel_ids, o.images[0].size) for o in outputs]
         if decode:
@@ -304,6 +325,7 @@ class Pipeline:
         return [self._check_size(s, any_size) for s in sizes]
 
     def _check_size(self, size: tuple[int, int], any_size: bool) -> tuple[int, int]:
+        size = check_image_size(size)
         if any_size:
             tag_step = 64  # height/width tags exist for multiples of 64 (SPEC §3 Vocabulary)
             h, w = size
@@ -390,6 +412,7 @@ class ChatSession:
 
     def send(self, text: str, images: Sequence = (), max_new_tokens: int = UNDERSTANDING_MAX_NEW_TOKENS, seed: int = 0,
              stream: Callable[[str], None] | None = None, **sampling) -> str:
+        self.pipeline._check_text(text, "message")
         if images:  # the understanding prompt: "{image}\n{question}"
             content = _fill_template(self.pipeline.config.understanding_template,
                                      [self.pipeline._user_image(i) for i in images], question=text)
@@ -410,6 +433,8 @@ class ChatSession:
     def generate(self, prompt: str, size=(512, 512), guidance_scale: float = 2.0, seed: int = 0, *,
                  any_size: bool = False, decode: bool = True, **sampling) -> ImageResult:
         pipe, proc, config = self.pipeline, self.pipeline.processor, self.pipeline.config
+        check_guidance_scale(guidance_scale)
+        pipe._check_text(prompt, "prompt")
         target = pipe._check_size(tuple(size), any_size)
         tag = proc.layout.resolution_tag_text(*target)
 
@@ -430,6 +455,8 @@ class ChatSession:
     def edit(self, instruction: str, image=None, guidance_scale: float = 1.5, seed: int = 0, *, size=None,
              any_size: bool = False, decode: bool = True, **sampling) -> ImageResult:
         pipe = self.pipeline
+        check_guidance_scale(guidance_scale)
+        pipe._check_text(instruction, "instruction")
         if image is None:
             if not self.images:
                 raise ValueError("nothing to edit: no image in this chat yet; pass image=...")

@@ -34,6 +34,7 @@ from typing import Callable, Iterator
 import torch
 
 from .frames import frame_code_levels, parse_frame, structure_template
+from .limits import check_guidance_scale, check_image_size
 from .sampling import (GenerationSettings, RowSampling, apply_repetition_penalty, draw_uniforms, make_generator,
                        sample_rows)
 
@@ -68,12 +69,11 @@ class GenerationRequest:
     def __post_init__(self):
         if self.unconditional_prompt is not None and self.image_size is None:
             raise ValueError("CFG (an unconditional prompt) applies to image requests only; set image_size")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if int(self.max_new_tokens) != self.max_new_tokens or self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an int >= 1, got {self.max_new_tokens}")
+        self.guidance_scale = check_guidance_scale(self.guidance_scale)  # NaN/inf would silently give one code
         if self.image_size is not None:
-            h, w = self.image_size
-            if int(h) != h or int(w) != w or h <= 0 or w <= 0:
-                raise ValueError(f"image_size must be two positive ints (H, W), got {self.image_size}")
+            self.image_size = check_image_size(self.image_size)
 
 
 @dataclass

@@ -14,6 +14,9 @@ every row's last real token: decoding reads logits there only, never over the wh
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -83,6 +86,18 @@ class IllumePlusOutput:
     num_tokens: int  # how many positions the loss averages over
     row_loss_sums: torch.Tensor | None = None  # (B,) detached CE summed over each row's labelled positions
     row_num_tokens: torch.Tensor | None = None  # (B,) labelled positions per row (per-task losses in training)
+
+
+
+def _cache_argument(decoder: nn.Module) -> str:
+    """The KV-cache keyword of the transformers decoder: `cache` from transformers 5.24 on
+    (`past_key_values` still works there but warns that it is going away), `past_key_values` before."""
+    return _cache_keyword(type(decoder))
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_keyword(decoder_class: type) -> str:
+    return "cache" if "cache" in inspect.signature(decoder_class.forward).parameters else "past_key_values"
 
 
 class IllumePlus(nn.Module):
@@ -159,10 +174,10 @@ class IllumePlus(nn.Module):
 
     # ------------------------------------------------------------------ language model
     def _decoder(self, inputs_embeds, attention_mask, position_ids, past_key_values=None, use_cache=False):
-        out = self.language_model.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                                        position_ids=position_ids, past_key_values=past_key_values,
-                                        use_cache=use_cache)
-        return out.last_hidden_state, out.past_key_values
+        decoder = self.language_model.model
+        out = decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+                      use_cache=use_cache, **{_cache_argument(decoder): past_key_values})
+        return out.last_hidden_state, out.get("cache", out.get("past_key_values"))
 
     def logits_from_hidden(self, hidden: torch.Tensor, vocab_range: tuple[int, int] | None = None) -> torch.Tensor:
         """LM-head logits in fp32 for hidden states (..., D), optionally for the ids
