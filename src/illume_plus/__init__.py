@@ -13,6 +13,7 @@ _PUBLIC = {
     "DualViTokConfig": "illume_plus.tokenizer.config",
     "IllumePlus": "illume_plus.mllm.model",
     "IllumePlusConfig": "illume_plus.mllm.config",
+    "load_official": "illume_plus.mllm.official",  # the authors' MLLM checkpoint folders
     "Pipeline": "illume_plus.pipeline",
     "DiffusionDecoderPipeline": "illume_plus.diffusion.pipeline",
     "load_image": "illume_plus.utils.images",

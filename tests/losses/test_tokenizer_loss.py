@@ -96,7 +96,23 @@ def test_discriminator_loss_trains_only_the_discriminator():
     loss.backward()
     assert reconstruction.grad is None
     assert all(p.grad is not None for p in loss_fn.discriminator.parameters())
-    assert loss.item() > 0 and set(logs) == {"discriminator_loss", "logits_real", "logits_fake"}
+    assert loss.item() > 0
+    assert set(logs) == {"discriminator_loss", "discriminator_hinge_loss", "logits_real", "logits_fake"}
+
+
+def test_discriminator_loss_is_the_hinge_loss_scaled_by_the_gan_weight():
+    """The release's DualViTokLoss: d_adversarial_loss = disc_weight * hinge_d_loss (disc_weight 0.5)."""
+    loss_fn = TokenizerLoss(TokenizerLossConfig(discriminator=TINY_D, disc_start=0, perceptual_weight=0.0,
+                                                gan_weight=0.5))
+    loss_fn.discriminator.eval()  # fixed BatchNorm statistics: the two calls see the same logits
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    reconstruction = torch.rand(2, 3, 32, 32) * 2 - 1
+    loss, logs = loss_fn.discriminator_loss(images, reconstruction, step=0)
+    with torch.no_grad():
+        real, fake = loss_fn.discriminator(images), loss_fn.discriminator(reconstruction)
+    hinge = 0.5 * (torch.relu(1 - real).mean() + torch.relu(1 + fake).mean())  # their hinge_d_loss
+    assert loss.item() == pytest.approx(0.5 * hinge.item(), rel=1e-5)
+    assert logs["discriminator_hinge_loss"] == pytest.approx(hinge.item(), rel=1e-5)
 
 
 def test_adaptive_weight_balances_gradients_at_last_layer():

@@ -2,6 +2,7 @@
 here) must load strictly and give the logits of the same weights loaded from our format."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -174,3 +175,100 @@ def test_bf16_loading_keeps_rope_frequencies_in_fp32(tmp_path, source_model, tin
     logits = model.prefill(batch).logits
     assert logits.dtype == torch.float32
     torch.testing.assert_close(logits, source_model.prefill(batch).logits, atol=0.1, rtol=0.05)
+
+
+# ----------------------------------------------------------------------------- what the folder says
+DUALVITOK_FIXTURE = Path(__file__).resolve().parents[1] / "data" / "dualvitok_public.json"
+
+
+def write_their_tokenizer_config(folder, semantic_codes=None):
+    """Their DualViTok .py config (the tiny fixture's, written as their config files are: dict(...)
+    calls and arithmetic) and the ViT folder it names, as config.json's mm_vision_tower points to."""
+    meta = json.loads(DUALVITOK_FIXTURE.read_text())
+    cfg = meta["dualvitok_config"]
+    cfg["semantic_encoder"]["semantic_encoder"] = "qwen2vit_tiny"
+    if semantic_codes:
+        cfg["semantic_quantizer"]["codebook_size"] = semantic_codes
+    text = (f"vq_model = dict(type='DualViTok', config={cfg!r})\n"
+            "vq_loss = dict(disc_weight=0.5, disc_start=20000)\nlr = 1e-4\n")
+    text = text.replace("'codebook_size': 512", "'codebook_size': 256 * 2")  # arithmetic, as theirs (32768 * 3)
+    (folder / "dualvitok_config.py").write_text(text)
+    (folder / "qwen2vit_tiny").mkdir()
+    (folder / "qwen2vit_tiny" / "config.json").write_text(json.dumps(meta["vit_config"]))
+
+
+def folder_config(config, **changes):
+    raw = their_config(config)
+    raw["mm_vision_tower"] = {"type": "DualVisionTower", "vq_config": "configs/dualvitok_config.py",
+                              "use_ema": False}
+    raw.update(changes)
+    return raw
+
+
+def test_vision_tokenizer_comes_from_the_config_the_folder_names(tmp_path, source_model, tiny_config, tiny_tokenizer,
+                                                                  tiny_processor):
+    folder = tmp_path / "theirs"
+    write_sharded(folder, their_state_dict(source_model), tiny_config, "safetensors")
+    (folder / "config.json").write_text(json.dumps(folder_config(tiny_config)))
+    write_their_tokenizer_config(folder)
+    tiny_tokenizer.save_pretrained(folder)
+    model = load_official(folder)  # no config given: everything from the folder
+    tok = model.config.tokenizer
+    assert (tok.semantic_codebook_size, tok.pixel_codebook_size) == (256, 512)
+    assert (tok.vit_hidden_size, tok.vit_depth) == (96, 2)  # the ViT folder their config names
+    assert model.config.text_vocab_rows == tiny_config.text_vocab_rows
+    assert model.processor is not None
+    batch = understanding_batch(tiny_processor)
+    torch.testing.assert_close(model.prefill(batch).logits, source_model.prefill(batch).logits, atol=0, rtol=0)
+
+
+def test_adaptor_widths_that_disagree_with_the_vision_tokenizer_are_named(tmp_path, tiny_config):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(dict(their_config(tiny_config), mm_hidden_size=[3584, 32])))
+    with pytest.raises(ValueError, match=r"mm_hidden_size \[3584, 32\].*\[96, 32\]"):
+        config_from_official(folder, tokenizer=tiny_config.tokenizer)
+
+
+def test_codebooks_that_disagree_with_the_vocabulary_are_named(tmp_path, tiny_config, tiny_tokenizer):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(folder_config(tiny_config)))
+    write_their_tokenizer_config(folder, semantic_codes=128)  # the folder's vocabulary has 256
+    tiny_tokenizer.save_pretrained(folder)
+    with pytest.raises(ValueError, match="holds 256 semantic code tokens .* semantic codebook has 128 codes"):
+        config_from_official(folder)
+
+
+def test_missing_tokenizer_config_falls_back_to_the_paper_with_a_warning(tmp_path, tiny_config):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    full = IllumePlusConfig.from_name("illume-plus-3b")
+    raw = dict(their_config(full), mm_vision_tower={"vq_config": "configs/elsewhere.py"}, vocab_size=283047)
+    (folder / "config.json").write_text(json.dumps(raw))
+    with pytest.warns(UserWarning, match="elsewhere.py"):
+        config = config_from_official(folder)
+    assert config.tokenizer.semantic_codebook_size == 32768
+
+
+def test_their_python_config_is_read_without_running_it(tmp_path):
+    from illume_plus.mllm.official import read_official_config_file
+
+    path = tmp_path / "cfg.py"
+    path.write_text("vq_model = dict(config=dict(a=32768 * 3, b=[1, 2], c=None, d=-1))\n")
+    assert read_official_config_file(path) == {"vq_model": {"config": {"a": 98304, "b": [1, 2], "c": None, "d": -1}}}
+    path.write_text("vq_model = dict(a=__import__('os').getcwd())\n")
+    with pytest.raises(ValueError, match="only literal values"):
+        read_official_config_file(path)
+
+
+def test_model_module_does_not_import_the_official_loader():
+    """Data flows one way: official.py builds IllumePlus; model.py never imports official.py."""
+    import ast
+    import inspect
+
+    import illume_plus.mllm.model as model_module
+
+    tree = ast.parse(inspect.getsource(model_module))
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "official" not in imported and not any(m and m.endswith(".official") for m in imported)

@@ -51,7 +51,12 @@ def build_pipeline(args):
     if args.model is not None:
         if not Path(args.model).exists():
             raise FileNotFoundError(f"model folder not found: {args.model}")
-        model = IllumePlus.from_official(args.model) if args.official else IllumePlus.from_pretrained(args.model)
+        if args.official:
+            from illume_plus.mllm.official import load_official
+
+            model = load_official(args.model)
+        else:
+            model = IllumePlus.from_pretrained(args.model)
     else:
         name = args.config or "tiny"
         warnings.warn(f"no --model given: using the {name!r} preset with RANDOM weights (outputs are noise)")

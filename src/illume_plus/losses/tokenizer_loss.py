@@ -3,7 +3,8 @@
 generator loss = w_rec * reconstruction (MSE or L1) + w_lpips * LPIPS
                + gan weight * hinge generator loss              (from `disc_start` on)
                + w_cos * semantic cosine loss + w_sc * semantic commit + w_pc * pixel commit
-discriminator loss = hinge loss on real images vs detached reconstructions (from `disc_start` on)
+discriminator loss = gan weight * hinge loss on real images vs detached reconstructions
+                     (from `disc_start` on; the release scales it by its disc_weight, 0.5, too)
 
 Before `disc_start` (or with gan_weight 0) neither GAN term runs the discriminator: both are
 zero, and `gan_active(step)` tells the trainer to skip the discriminator's optimiser step.
@@ -122,15 +123,19 @@ class TokenizerLoss(nn.Module):
 
     def discriminator_loss(self, images: torch.Tensor, reconstruction: torch.Tensor,
                            step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        """Hinge loss for the discriminator's optimiser; never backpropagates into the generator.
-        Zero (with no graph) before `disc_start`: skip the optimiser step then (`gan_active`)."""
+        """`gan_weight` x hinge loss for the discriminator's optimiser (the authors' DualViTokLoss
+        scales the discriminator's loss by the same disc_weight as the generator's GAN term);
+        never backpropagates into the generator. Zero (with no graph) before `disc_start`: skip
+        the optimiser step then (`gan_active`)."""
         if not self.gan_active(step):
             zero = images.new_zeros((), dtype=torch.float32)
             return zero, {"discriminator_loss": 0.0}
         logits_real = self.discriminator(images.detach())
         logits_fake = self.discriminator(reconstruction.detach())
-        loss = hinge_discriminator_loss(logits_real.float(), logits_fake.float())
-        logs = {"discriminator_loss": loss, "logits_real": logits_real.mean(), "logits_fake": logits_fake.mean()}
+        hinge = hinge_discriminator_loss(logits_real.float(), logits_fake.float())
+        loss = self.config.gan_weight * hinge
+        logs = {"discriminator_loss": loss, "discriminator_hinge_loss": hinge, "logits_real": logits_real.mean(),
+                "logits_fake": logits_fake.mean()}
         return loss, _to_floats(logs)
 
     def _logits_without_param_grads(self, reconstruction: torch.Tensor) -> torch.Tensor:

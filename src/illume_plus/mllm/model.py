@@ -35,6 +35,7 @@ from ..utils.io import load_safetensors, save_safetensors
 from ..utils.state_dict import check_materialized, check_state_dict_keys
 from .config import IllumePlusConfig
 from .generation_config import GenerationDefaults
+from .weights import read_weights
 
 if TYPE_CHECKING:
     from .processor import MultimodalBatch
@@ -290,18 +291,6 @@ class IllumePlus(nn.Module):
         return model
 
     @classmethod
-    def from_official(cls, path: str | os.PathLike, config: IllumePlusConfig | None = None,
-                      dtype: torch.dtype | None = None) -> "IllumePlus":
-        """The authors' checkpoint folder (origin format or -hf), loaded strictly (official.py)."""
-        from .official import load_official
-        from .processor import processor_in_folder
-
-        model = load_official(path, config=config, dtype=dtype)
-        model.processor = processor_in_folder(path, model.config)
-        model.generation_defaults = GenerationDefaults.from_folder(path)  # the release's: penalty 1.05
-        return model
-
-    @classmethod
     def from_base_models(cls, config: IllumePlusConfig, language_model: str | os.PathLike | dict,
                          dualvitok=None) -> "IllumePlus":
         """The starting point of training (stage 1): a plain Qwen2 LLM whose vocabulary grows by
@@ -312,8 +301,6 @@ class IllumePlus(nn.Module):
         (and the adaptors) keep this model's random init, normal(0, 0.02) as the authors'
         `resize_token_embeddings` gave them. `dualvitok`: a DualViTok whose ViT and pixel
         encoder are copied (None: they stay random)."""
-        from .official import read_weights
-
         base = dict(language_model) if isinstance(language_model, dict) else read_weights(language_model)
         model = cls(config)
         ours = model.language_model.state_dict()

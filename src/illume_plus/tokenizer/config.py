@@ -127,7 +127,7 @@ class PixelPartConfig:
         return [self.ch * m for m in self.ch_mult]
 
     def validate(self, name: str, norm_groups: int) -> None:
-        _need(len(self.ch_mult) >= 1 and self.num_res_blocks >= 1, f"{name} needs levels and res blocks")
+        _need(len(self.ch_mult) >= 1 and self.num_res_blocks >= 0, f"{name} needs levels and num_res_blocks >= 0")
         _need(all(w % norm_groups == 0 for w in [self.ch, *self.widths()]),
               f"{name} widths {self.ch}x{self.ch_mult} must be multiples of {norm_groups} (GroupNorm groups)")
         _need(not self.dc_blocks or all(w % 4 == 0 for w in self.widths()), f"{name}: DC blocks need widths "
@@ -140,10 +140,19 @@ class PixelPartConfig:
 class PixelEncoderConfig(PixelPartConfig):
     z_channels: int = 32  # output width, before pixel_quant_conv (the MLLM's pixel feature width)
 
+    @property
+    def out_width(self) -> int:
+        """Width of the last level (a level without blocks keeps the previous level's width)."""
+        return ([self.ch] + self.widths())[-1 if self.num_res_blocks else -2]
+
     def validate(self, name: str = "pixel_encoder", norm_groups: int = 32) -> None:
         super().validate(name, norm_groups)
-        _need(not self.dc_blocks or self.widths()[-1] % self.z_channels == 0,
-              f"{name}: its last width {self.widths()[-1]} must be a multiple of z_channels {self.z_channels} "
+        # Without blocks a level does not change the width, so the levels only chain if the widths
+        # before the last level are all `ch` (the authors' encoder fails otherwise too).
+        _need(self.num_res_blocks > 0 or all(m == 1 for m in self.ch_mult[:-1]),
+              f"{name} with num_res_blocks=0 needs ch_mult[:-1] all 1, got {self.ch_mult}")
+        _need(not self.dc_blocks or self.out_width % self.z_channels == 0,
+              f"{name}: its last width {self.out_width} must be a multiple of z_channels {self.z_channels} "
               "(DC averaging shortcut)")
 
 

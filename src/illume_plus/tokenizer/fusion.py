@@ -17,29 +17,24 @@ def fuse_code_maps(semantic: torch.Tensor, pixel: torch.Tensor) -> torch.Tensor:
 
 def inject_code_noise(pixel_codes: torch.Tensor, batch_rate: float, token_rate: float, noise_type: str = "random",
                       generator: torch.Generator | None = None) -> torch.Tensor:
-    """Robust-decoding noise (SPEC §2): each sample is perturbed with probability `batch_rate`
-    (alpha); in a perturbed sample, round(token_rate * h * w) positions (beta) are replaced.
+    """Robust-decoding noise (SPEC §2), as the authors' `apply_noise`: each sample is perturbed
+    with probability `batch_rate` (alpha); in a perturbed sample each position is replaced
+    independently with probability `token_rate` (beta, a Bernoulli keep of 1 - beta).
 
-    "random": a replaced position takes the code at the same (h, w) of another sample of the
-    batch (a batch of one has no other sample, so nothing is replaced); "zero": it takes zeros.
-    pixel_codes: (B, D, h, w). Returns a new tensor; gradients flow to the kept positions.
+    "random": a replaced position takes the code at the same (h, w) of the PREVIOUS sample of the
+    batch (sample 0 takes the last one's; a batch of one takes its own), detached; "zero": zeros.
+    pixel_codes: (B, D, h, w). Returns a new tensor; gradients flow to the kept positions only.
     """
     if noise_type not in ("random", "zero"):
         raise ValueError(f"noise_type must be 'random' or 'zero', got {noise_type!r}")
-    b, _, h, w = pixel_codes.shape
-    n_replaced = round(token_rate * h * w)
-    if batch_rate <= 0 or n_replaced == 0 or (noise_type == "random" and b < 2):
+    if batch_rate <= 0 or token_rate <= 0:
         return pixel_codes
+    b, _, h, w = pixel_codes.shape
     device = pixel_codes.device
-    perturbed = torch.rand(b, device=device, generator=generator) < batch_rate
-    # n_replaced distinct positions per sample: the smallest of uniform scores.
-    scores = torch.rand(b, h * w, device=device, generator=generator)
-    positions = scores.argsort(dim=1)[:, :n_replaced]
-    replace = torch.zeros(b, h * w, dtype=torch.bool, device=device).scatter_(1, positions, True)
-    replace = (replace & perturbed[:, None]).view(b, 1, h, w)
+    perturbed = torch.rand(b, 1, 1, 1, device=device, generator=generator) < batch_rate
+    replace = perturbed & (torch.rand(b, 1, h, w, device=device, generator=generator) < token_rate)
     if noise_type == "zero":
         donor = torch.zeros_like(pixel_codes)
-    else:  # another sample: shift each index by 1..b-1 (mod b), so never itself
-        offset = torch.randint(1, b, (b,), device=device, generator=generator)
-        donor = pixel_codes[(torch.arange(b, device=device) + offset) % b]
+    else:
+        donor = torch.roll(pixel_codes, shifts=1, dims=0).detach()  # donor[i] = codes[i - 1]
     return torch.where(replace, donor, pixel_codes)

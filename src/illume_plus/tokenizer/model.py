@@ -22,6 +22,7 @@ from ..utils.io import load_json, load_safetensors, save_json, save_safetensors
 from ..utils.state_dict import check_materialized, check_state_dict_keys
 from .config import DualViTokConfig, QuantizerConfig
 from .fusion import fuse_code_maps, inject_code_noise
+from .official import load_official_state_dict
 from .pixel import PixelDecoder, PixelEncoder
 from .preprocess import image_to_tensor, semantic_input_size
 from .quantizer import VectorQuantizer, build_quantizer
@@ -194,8 +195,6 @@ class DualViTok(nn.Module):
         """Load the authors' `pytorch_model.bin` (path, or an already loaded state dict, whose
         tensors the model then uses without a copy). Strict: every key must match. A training
         checkpoint holding "model" and "ema" gives "model" unless `use_ema` (their default)."""
-        from .official import load_official_state_dict
-
         return cls.from_state_dict(config, load_official_state_dict(checkpoint, use_ema=use_ema), dtype=dtype)
 
     def load_vit_weights(self, source: str | os.PathLike | dict) -> None:
@@ -229,10 +228,16 @@ VIT_KEY_PREFIXES = ("semantic_encoder.model.", "model.visual.", "visual.", "visi
 
 def load_vit_weights(tok: DualViTok, source: str | os.PathLike | dict) -> None:
     """Load the frozen Qwen2-VL vision tower from a local transformers folder (`*.safetensors`,
-    sharded or not: a Qwen2-VL model or a bare vision tower) or a state dict. Keys may carry a
-    `visual.` / `model.visual.` / `semantic_encoder.model.` prefix; loading is strict."""
+    sharded or not: a Qwen2-VL model or a bare vision tower), a `.safetensors` file, the authors'
+    DualViTok checkpoint (`pytorch_model.bin`, possibly wrapped) or a state dict. Keys may carry a
+    `visual.` / `model.visual.` / `semantic_encoder.model.` prefix; only the ViT's keys are taken,
+    strictly."""
     if isinstance(source, dict):
         state = source
+    elif not Path(source).exists():
+        raise FileNotFoundError(f"ViT weights not found: {source}")
+    elif Path(source).is_file() and Path(source).suffix != ".safetensors":
+        state = load_official_state_dict(source)
     else:
         files = sorted(Path(source).glob("*.safetensors")) if Path(source).is_dir() else [Path(source)]
         if not files:

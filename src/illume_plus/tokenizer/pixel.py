@@ -161,9 +161,11 @@ class PixelEncoder(nn.Module):
         part = self.part = config.pixel_encoder
         self.conv_in = nn.Conv2d(config.vit_in_channels, part.ch, kernel_size=3, padding=1)
         self.down = nn.ModuleList()
-        block_in = part.ch
-        for level, block_out in enumerate(part.widths()):
-            stage = Level()
+        widths = part.widths()
+        for level, block_out in enumerate(widths):
+            # a level starts at the previous level's width (equal to where the blocks left it,
+            # unless a level has no blocks: num_res_blocks=0)
+            block_in, stage = ([part.ch] + widths)[level], Level()
             for _ in range(part.num_res_blocks):
                 stage.block.append(ResnetBlock(block_in, block_out, config, dropout=part.dropout))
                 block_in = block_out

@@ -51,6 +51,12 @@ class ModelSection:
     preset: str = "tiny"  # DualViTokConfig preset ("tiny" | "illume-plus")
     quantizer: str = "simvq"  # "simvq" (paper) | "vq" (vanilla baseline, Table 8)
     overrides: dict = field(default_factory=dict)  # any other DualViTokConfig field
+    # The frozen semantic teacher: only the ViT weights are taken from here (the authors' DualViTok
+    # `pytorch_model.bin`, or a Qwen2-VL folder / vision-tower safetensors). A run that starts
+    # from scratch (no train.init_from) needs it, unless `random_vit_teacher` says a random ViT
+    # is meant (tests, toy runs): distilling a random ViT gives codes without semantics.
+    vit_weights: str | None = None
+    random_vit_teacher: bool = False
 
 
 @dataclass
@@ -73,6 +79,18 @@ class TokenizerTrainingConfig:
 # ----------------------------------------------------------------------------- building blocks
 def build_tokenizer(section: ModelSection) -> DualViTok:
     return DualViTok(DualViTokConfig.from_name(section.preset, quantizer=section.quantizer, **section.overrides))
+
+
+def check_semantic_teacher(config: "TokenizerTrainingConfig") -> None:
+    """Refuse, before any work, a run whose semantic teacher would silently be a random ViT."""
+    section = config.model
+    if section.vit_weights or config.train.init_from or section.random_vit_teacher:
+        return
+    raise ValueError(
+        "model.vit_weights is not set: stage 1 distils the frozen semantic ViT, which would be RANDOM. "
+        "Give model.vit_weights=<the authors' DualViTok pytorch_model.bin, or a Qwen2-VL folder / vision "
+        "tower .safetensors>, start from a previous stage with train.init_from=..., or set "
+        "model.random_vit_teacher=true to train against a random teacher on purpose (tests, toy runs)")
 
 
 def load_initial_weights(model: DualViTok, discriminator: torch.nn.Module, path: str | Path) -> None:
@@ -109,6 +127,7 @@ class CodebookCounter:
 def train(config: TokenizerTrainingConfig) -> DualViTok:
     """Run (or resume) the recipe; returns this process's trained tokenizer (unwrapped)."""
     cfg = config.train
+    check_semantic_teacher(config)
     ctx: DistributedContext = init_distributed(cfg.device)
     device = ctx.device
     output_dir = prepare_output_dir(cfg.output_dir, config, ctx.is_main, resume=cfg.resume)
@@ -151,8 +170,10 @@ def train(config: TokenizerTrainingConfig) -> DualViTok:
     else:
         if cfg.init_from:
             load_initial_weights(model, discriminator, cfg.init_from)
-            if ema is not None:
-                ema = EMA(model, cfg.ema_decay)
+        if config.model.vit_weights:
+            model.load_vit_weights(config.model.vit_weights)  # the ViT only; the rest keeps its init
+        if ema is not None and (cfg.init_from or config.model.vit_weights):
+            ema = EMA(model, cfg.ema_decay)
         progress = RunProgress(device)
         seed_process(cfg.seed, ctx.rank)  # per-rank randomness (noise injection) from here on
     metrics_log.start(progress.step if latest is not None else None)  # no step logged twice
