@@ -25,6 +25,7 @@ COMMANDS = {
     "info": ("illume_plus.apps.info:main", "what a checkpoint folder holds"),
     "convert": ("illume_plus.apps.convert:main", "the authors' checkpoints -> this package's formats"),
     "tour": ("illume_plus.apps.demo:main", "every part end to end on CPU, writes PNGs (tiny random weights)"),
+    "pretokenize": ("illume_plus.data.mllm.codes:main", "t2i / edit targets -> code grids, offline"),
 }
 GROUPS = {
     ("tokenize", "encode"): ("illume_plus.apps.tokenize:encode", "image -> semantic and pixel codes (.pt)"),
@@ -32,6 +33,7 @@ GROUPS = {
     ("tokenize", "reconstruct"): ("illume_plus.apps.tokenize:reconstruct", "image -> codes -> image, with PSNR"),
     ("train", "tokenizer"): ("illume_plus.training.tokenizer:main", "the DualViTok recipe (YAML + k=v overrides)"),
     ("train", "decoder"): ("illume_plus.training.decoder:main", "the diffusion-decoder recipe"),
+    ("train", "mllm"): ("illume_plus.training.mllm:main", "the MLLM recipe (one stage per config)"),
     ("eval", "tokenizer"): ("illume_plus.evaluation.tokenizer:main", "PSNR / SSIM / rFID / codebook use"),
 }
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)

@@ -38,7 +38,7 @@ def test_edit_and_understand(tmp_path, model, capsys):
     Image.new("P", (40, 30)).save(source)  # palette mode, odd size
     assert main(["edit", str(source), "make it blue", "--model", model, "--out", str(tmp_path / "e.png"),
                  "--quiet"]) == 0
-    assert Image.open(tmp_path / "e.png").size == (64, 64)
+    assert Image.open(tmp_path / "e.png").size == (40, 30)  # cropped back to the source's size
     assert main(["understand", str(source), "What is it?", "--model", model, "--max-new-tokens", "3",
                  "--quiet"]) == 0
     broken = tmp_path / "broken.png"

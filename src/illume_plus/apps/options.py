@@ -28,30 +28,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def open_image(source, max_side: int | None = None):
-    """An RGB PIL image from a path, bytes or a PIL image, downscaled at once to `max_side`;
-    FileNotFoundError / UsageError naming the file and the reason (decompression bombs are
-    refused from the header). The package's image loader (16-bit, alpha) comes in here."""
-    from PIL import Image
+    """An upright RGB PIL image from a path, bytes or a PIL image (the package's one loader:
+    16-bit scaled, alpha on white, decompression bombs refused from the header), downscaled at
+    once to `max_side`; FileNotFoundError / ImageLoadError (a ValueError) naming the file."""
+    from ..utils.images import load_image
 
-    name = str(source) if isinstance(source, (str, Path)) else type(source).__name__
-    if isinstance(source, (str, Path)) and not Path(source).is_file():
-        raise FileNotFoundError(f"image not found: {source}")
-    try:
-        image = source if isinstance(source, Image.Image) else Image.open(source)
-        pixels = image.size[0] * image.size[1]
-        if Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
-            raise UsageError(f"cannot read image {name}: {image.size[0]}x{image.size[1]} = {pixels:,} pixels is "
-                             f"above the limit of {Image.MAX_IMAGE_PIXELS:,} (a decompression bomb?)")
-        if max_side is not None and image.format == "JPEG":
-            image.draft("RGB", (max_side, max_side))  # decode a big JPEG at 1/2 .. 1/8 scale directly
-        image.load()
-        if max_side is not None and max(image.size) > max_side:
-            image.thumbnail((max_side, max_side))
-        return image.convert("RGB")
-    except UsageError:
-        raise
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        raise UsageError(f"cannot read image {name}: {' '.join(str(e).split())}") from None
+    return load_image(source, max_side=max_side)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -107,6 +89,8 @@ def add_sampling_options(parser: argparse.ArgumentParser, guidance: bool = True)
     g.add_argument("--seed", type=int, default=0)
     if guidance:
         g.add_argument("--guidance-scale", "--cfg", type=float, default=None, help="classifier-free guidance")
+    g.add_argument("--preset", choices=("authors", "clean"), default=None,
+                   help="sampling preset: the authors' scripts (default) or each setting applied once")
     g.add_argument("--greedy", action="store_true", default=None, help="argmax in every phase")
     for name, kind in _SAMPLING_OPTIONS.items():
         g.add_argument(f"--{name}", type=kind, default=None,
@@ -118,6 +102,8 @@ def add_sampling_options(parser: argparse.ArgumentParser, guidance: bool = True)
 def sampling_kwargs(args) -> dict:
     """The Pipeline keyword arguments for the sampling options that were given."""
     out = {}
+    if getattr(args, "preset", None):
+        out["preset"] = args.preset
     if getattr(args, "greedy", None):
         out["greedy"] = True
     for name in _SAMPLING_OPTIONS:

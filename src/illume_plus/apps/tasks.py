@@ -43,17 +43,19 @@ def understand(argv: list[str]) -> int:
     p = _parser("understand", "Answer a question about one image or several (the answer streams to stdout).")
     p.add_argument("image", type=Path, nargs="+", help="one or more images")
     p.add_argument("question", type=nonempty("question"))
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="reply budget (default: the pipeline's, 1024 "
+                                                                       "as in the authors' evaluation)")
     add_sampling_options(p, guidance=False)
     add_model_options(p)
     args = p.parse_args(argv)
-    if args.max_new_tokens < 1:
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     images = [open_image(path) for path in args.image]
     check_model_paths(args)
     pipe = load_pipeline_from_args(args)
-    for piece in pipe.iter_understand(images if len(images) > 1 else images[0], args.question,
-                                      max_new_tokens=args.max_new_tokens, seed=args.seed, **sampling_kwargs(args)):
+    budget = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
+    for piece in pipe.iter_understand(images if len(images) > 1 else images[0], args.question, seed=args.seed,
+                                      **budget, **sampling_kwargs(args)):
         print(piece, end="", flush=True)
     print()
     return 0
