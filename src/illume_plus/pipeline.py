@@ -6,6 +6,8 @@
     edited = pipe.edit(image, "make the sky blue", guidance_scale=1.5)
     answer = pipe.understand(image, "What is in the picture?")
     chat = pipe.chat(); chat.generate("a cat"); chat.send("What colour is it?"); chat.edit("make it black")
+    pipe = Pipeline.from_pretrained()              # the packaged default model; or a path (pipeline_folder.py)
+    pipe.save_pretrained("my_pipeline")            # pipeline.json + mllm/ + vision_tokenizer/ [+ diffusion_decoder/]
 
 All decoding runs through one `DecodingEngine` call per method call (every prompt of a
 `generate` call in one batch). Image codes are turned into pixels by DualViTok's pixel
@@ -93,26 +95,61 @@ class Pipeline:
         self.diffusion_steps = diffusion_steps
         self.diffusion_guidance_scale = diffusion_guidance_scale
         self._decoder_ready = False
+        self.card = None  # the PipelineCard of a loaded pipeline folder (default size, sampling defaults)
+        # progress(done, total) after every decoding step of an image request (progress bars)
+        self.on_image_step: Callable[[int, int], None] | None = None
+
+    # ------------------------------------------------------------------ folders
+    @classmethod
+    def from_pretrained(cls, path=None, **kwargs) -> "Pipeline":
+        """A pipeline folder, or the authors' release (detected), or with no path the packaged
+        default model; keyword arguments as `pipeline_folder.load_pipeline` (vision_tokenizer=,
+        diffusion_decoder=, official=, device=, dtype=)."""
+        from .pipeline_folder import load_pipeline
+
+        return load_pipeline(path, **kwargs)
+
+    def save_pretrained(self, directory, card=None):
+        """Write this pipeline as a pipeline folder (see `pipeline_folder.py`)."""
+        from .pipeline_folder import save_pipeline
+
+        return save_pipeline(self, directory, card)
+
+    def _defaults(self, task: str, sampling: dict) -> dict:
+        """The folder's sampling defaults for `task`, overridden by the caller's own."""
+        return {**(self.card.defaults(task) if self.card is not None else {}), **sampling}
+
+    def default_size(self) -> tuple[tuple[int, int], bool]:
+        """(H, W) of `generate` without a size, and whether it lies outside the generation sizes."""
+        size = tuple(self.card.default_size) if self.card is not None else (512, 512)
+        return size, size not in self.config.generation_sizes
 
     # ------------------------------------------------------------------ generation
-    def generate(self, prompts: str | Sequence[str], size=(512, 512), guidance_scale: float = 2.0,
+    def generate(self, prompts: str | Sequence[str], size=None, guidance_scale: float | None = None,
                  seed: int | Sequence[int] = 0, *, any_size: bool = False, decode: bool = True, **sampling):
         """Text-to-image. One `ImageResult` per prompt (a single result for a single string).
 
-        size: (H, W) for every prompt, or one (H, W) per prompt. Each is matched to the
+        size: (H, W) for every prompt, or one (H, W) per prompt (default: the model's
+            default size, see `default_size()`, else 512x512). Each is matched to the
             nearest of the 11 generation sizes by aspect ratio, unless `any_size=True` (any
             multiple of 64 up to 1024, e.g. small sizes for tests).
         seed: an int (prompt i uses seed + i) or one seed per prompt. A prompt's image
             depends only on its prompt, size, settings and seed, not on its batch mates.
-        guidance_scale: CFG weight; 1.0 skips the unconditional rows.
+        guidance_scale: CFG weight (default: the folder's, else 2.0); 1.0 skips the unconditional rows.
         sampling: `preset` ("authors", the default, or "clean") and overrides of its
             settings (temperature, top_k, top_p, repetition_penalty, greedy, or per phase as
-            semantic_top_k=...).
+            semantic_top_k=...); a pipeline folder's card may set defaults for them.
         """
         single = isinstance(prompts, str)
         prompts = [prompts] if single else list(prompts)
         if not prompts:
             raise ValueError("no prompts given")
+        sampling = self._defaults("generate", sampling)
+        default_guidance = sampling.pop("guidance_scale", 2.0)
+        guidance_scale = default_guidance if guidance_scale is None else guidance_scale
+        if size is None:
+            size, outside = self.default_size()
+            any_size = any_size or outside
         check_guidance_scale(guidance_scale)
         for prompt in prompts:
             self._check_text(prompt, "prompt")
@@ -130,7 +167,7 @@ class Pipeline:
         results = self._run_image_requests(requests, seeds, decode)
         return results[0] if single else results
 
-    def edit(self, image, instruction: str | Sequence[str], guidance_scale: float = 1.5,
+    def edit(self, image, instruction: str | Sequence[str], guidance_scale: float | None = None,
              seed: int | Sequence[int] = 0, *, size=None, any_size: bool = False, decode: bool = True,
              **sampling):
         """Instruction editing. `image` is a PIL image, a (3,H,W) tensor in [-1,1] or an
@@ -146,10 +183,13 @@ class Pipeline:
         instructions = [instruction] if single else list(instruction)
         if len(images) != len(instructions):
             raise ValueError(f"{len(images)} images for {len(instructions)} instructions")
+        seeds = self._seeds(seed, len(images))
+        sampling = self._defaults("edit", sampling)
+        default_guidance = sampling.pop("guidance_scale", 1.5)
+        guidance_scale = default_guidance if guidance_scale is None else guidance_scale
         check_guidance_scale(guidance_scale)
         for text in instructions:
             self._check_text(text, "instruction")
-        seeds = self._seeds(seed, len(images))
         settings = self._settings("editing", sampling)
         requests = []
         for source, text, s in zip(images, instructions, seeds):
@@ -180,6 +220,7 @@ class Pipeline:
         self._check_text(question, "question")
         images = list(image_or_images) if isinstance(image_or_images, (list, tuple)) else [image_or_images]
         images = [self._user_image(i) for i in images]
+        sampling = self._defaults("understand", sampling)
         if len(images) == 1:
             prompt = self.processor.encode_understanding(images[0], question)
         else:
@@ -241,7 +282,14 @@ class Pipeline:
 
     def _run_image_requests(self, requests, seeds, decode: bool) -> list[ImageResult]:
         self._check_requests(requests)
-        outputs = self.engine.generate(requests)
+        on_step = None
+        if self.on_image_step is not None:
+            from .mllm.engine import ImageSchedule
+
+            total = max(len(ImageSchedule.build(self.processor.layout, self.processor.frame_spec(*r.image_size)).tokens)
+                        for r in requests)
+            on_step = lambda step, tokens: self.on_image_step(step + 1, total)  # noqa: E731
+        outputs = self.engine.generate(requests, on_step=on_step)
         results = [ImageResult(o.images[0].semantic_ids, o.images[0].pixel_ids, o.images[0].size) for o in outputs]
         if decode:
             for result, image in zip(results, self.decode_images(results, seeds)):
@@ -343,6 +391,9 @@ class Pipeline:
             return self._check_size(tuple(size), any_size)
         if isinstance(source, ImageResult):
             return tuple(source.size)
+        default, outside = self.default_size()
+        if outside:  # a model made for one small size (its folder's default) edits at that size
+            return default
         return None
 
     def _encode_edit(self, source, instruction, size, with_uncond: bool, history=()):
@@ -430,9 +481,12 @@ class ChatSession:
         self.messages += [user, {"role": "assistant", "content": reply}]
         return reply
 
-    def generate(self, prompt: str, size=(512, 512), guidance_scale: float = 2.0, seed: int = 0, *,
+    def generate(self, prompt: str, size=None, guidance_scale: float = 2.0, seed: int = 0, *,
                  any_size: bool = False, decode: bool = True, **sampling) -> ImageResult:
         pipe, proc, config = self.pipeline, self.pipeline.processor, self.pipeline.config
+        if size is None:  # the model's default size
+            size, outside = pipe.default_size()
+            any_size = any_size or outside
         check_guidance_scale(guidance_scale)
         pipe._check_text(prompt, "prompt")
         target = pipe._check_size(tuple(size), any_size)

@@ -1,4 +1,4 @@
-"""`illume-plus demo`: every part of ILLUME+ end to end on a CPU in about a minute.
+"""`illume-plus tour`: every part of ILLUME+ end to end on a CPU in about a minute.
 
 Random "tiny" weights (nothing can be downloaded), so the pictures are noise; what the demo
 shows is that the whole path runs: an image is tokenised into semantic and pixel codes and
@@ -37,7 +37,7 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="illume-plus demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="illume-plus tour", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("demo_output"), help="folder for the PNGs and summary.json")
     p.add_argument("--image-size", type=_parse_size, default=(256, 256), help="HxW of the input image")
     p.add_argument("--gen-size", type=_parse_size, default=(512, 512), help="HxW of the generated image")

@@ -1,70 +1,110 @@
-"""`illume-plus generate | edit | understand`: the MLLM's three tasks from the command line."""
+"""`illume-plus understand | generate | edit`: the MLLM's three tasks on one command line.
+
+    illume-plus understand photo.png "What is in the picture?"
+    illume-plus generate "a red circle" --size 512x512 --out circle.png
+    illume-plus edit circle.png "make it blue" --out blue.png
+
+Arguments and input images are checked before the model is loaded.
+"""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from .loading import add_model_arguments, build_pipeline
+from .options import (ArgumentParser, UsageError, add_model_options, add_sampling_options, check_any_size, check_model_paths,
+                      load_pipeline_from_args, nonempty, open_image, parse_size, sampling_kwargs)
+from .progress import image_progress
 
 
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 512x512 (HxW), got {text!r}") from None
-    return h, w
+def _parser(verb: str, description: str) -> argparse.ArgumentParser:
+    return ArgumentParser(prog=f"illume-plus {verb}", description=description)
 
 
-def _parser(verb: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"illume-plus {verb}")
-    if verb == "generate":
-        p.add_argument("prompt", nargs="+", help="one image per prompt")
-        p.add_argument("--size", type=_parse_size, default=(512, 512), help="HxW; matched to the nearest of the 11 sizes")
-        p.add_argument("--guidance-scale", type=float, default=2.0)
-        p.add_argument("--any-size", action="store_true", help="keep --size as given (multiples of 64 up to 1024)")
-    elif verb == "edit":
-        p.add_argument("image", type=Path)
-        p.add_argument("instruction")
-        p.add_argument("--guidance-scale", type=float, default=1.5)
-    else:
-        p.add_argument("image", type=Path, nargs="+")
-        p.add_argument("--question", "-q", required=True)
-        p.add_argument("--max-new-tokens", type=int, default=1024, help="reply budget (their evaluation: 1024)")
-    if verb != "understand":
-        p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--out", type=Path, default=Path("outputs"), help="folder for the PNG files")
-    add_model_arguments(p)
-    return p
+def _check_out(path: Path) -> None:
+    if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
+        raise UsageError(f"--out {path}: give an image file name ending in .png, .jpg or .webp")
+    if path.exists() and path.is_dir():
+        raise UsageError(f"--out {path} is a folder; give a file name")
 
 
-def _open_image(path: Path):
-    from ..utils.images import load_image
-
-    return load_image(path)  # FileNotFoundError / ImageLoadError (a ValueError) with a one-line reason
+def _out_paths(out: Path, count: int) -> list[Path]:
+    return [out] if count == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(count)]
 
 
-def main(verb: str, argv: list[str]) -> int:
-    args = _parser(verb).parse_args(argv)
-    try:
-        images = [_open_image(p) for p in ([args.image] if verb == "edit" else args.image if verb == "understand" else [])]
-    except (FileNotFoundError, ValueError) as e:
-        print(f"illume-plus {verb}: {e}", file=sys.stderr)
-        return 2
-    pipe = build_pipeline(args)
-    if verb == "understand":
-        print(pipe.understand(images if len(images) > 1 else images[0], args.question, max_new_tokens=args.max_new_tokens))
-        return 0
-    if verb == "generate":
-        results = pipe.generate(args.prompt, size=args.size, guidance_scale=args.guidance_scale, seed=args.seed,
-                                any_size=args.any_size)
-    else:
-        results = [pipe.edit(images[0], args.instruction, guidance_scale=args.guidance_scale, seed=args.seed)]
-    args.out.mkdir(parents=True, exist_ok=True)
-    for i, result in enumerate(results):
-        path = args.out / f"{verb}_{i:03d}.png"
+def _save(results, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for result, path in zip(results, _out_paths(out, len(results))):
         result.image.save(path)
-        print(f"{path}  {result.size[0]}x{result.size[1]}  semantic {tuple(result.semantic_ids.shape)}  "
-              f"pixel {tuple(result.pixel_ids.shape)}")
+        print(f"{path}  {result.image.size[1]}x{result.image.size[0]}")
+
+
+def understand(argv: list[str]) -> int:
+    p = _parser("understand", "Answer a question about one image or several (the answer streams to stdout).")
+    p.add_argument("image", type=Path, nargs="+", help="one or more images")
+    p.add_argument("question", type=nonempty("question"))
+    p.add_argument("--max-new-tokens", type=int, default=None, help="reply budget (default: the pipeline's, 1024 "
+                                                                       "as in the authors' evaluation)")
+    add_sampling_options(p, guidance=False)
+    add_model_options(p)
+    args = p.parse_args(argv)
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
+    images = [open_image(path) for path in args.image]
+    check_model_paths(args)
+    pipe = load_pipeline_from_args(args)
+    budget = {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens}
+    for piece in pipe.iter_understand(images if len(images) > 1 else images[0], args.question, seed=args.seed,
+                                      **budget, **sampling_kwargs(args)):
+        print(piece, end="", flush=True)
+    print()
     return 0
+
+
+def generate(argv: list[str]) -> int:
+    p = _parser("generate", "Text to image.")
+    p.add_argument("prompt", type=nonempty("prompt"), nargs="+", help="one image per prompt")
+    p.add_argument("--size", type=parse_size, default=None,
+                   help="HxW, matched to the nearest of the 11 generation sizes (default: the model's own)")
+    p.add_argument("--any-size", action="store_true", help="keep --size as given (multiples of 64 up to 1024)")
+    p.add_argument("--out", type=Path, default=Path("generated.png"), help="PNG file (several prompts: FILE_0, ...)")
+    add_sampling_options(p)
+    add_model_options(p)
+    args = p.parse_args(argv)
+    if args.any_size and args.size is not None:
+        check_any_size(args.size)
+    _check_out(args.out)
+    check_model_paths(args)
+    pipe = load_pipeline_from_args(args, need_decoder=True)
+    with image_progress(pipe, "generating", enabled=not args.quiet):
+        results = pipe.generate(args.prompt, size=args.size, guidance_scale=args.guidance_scale, seed=args.seed,
+                                any_size=args.any_size, **sampling_kwargs(args))
+    _save(results, args.out)
+    return 0
+
+
+def edit(argv: list[str]) -> int:
+    p = _parser("edit", "Edit an image by instruction.")
+    p.add_argument("image", type=Path)
+    p.add_argument("instruction", type=nonempty("instruction"))
+    p.add_argument("--size", type=parse_size, default=None, help="HxW of the result (default: nearest to the image's)")
+    p.add_argument("--any-size", action="store_true", help="keep --size as given (multiples of 64 up to 1024)")
+    p.add_argument("--out", type=Path, default=Path("edited.png"))
+    add_sampling_options(p)
+    add_model_options(p)
+    args = p.parse_args(argv)
+    if args.any_size and args.size is not None:
+        check_any_size(args.size)
+    _check_out(args.out)
+    image = open_image(args.image)
+    check_model_paths(args)
+    pipe = load_pipeline_from_args(args, need_decoder=True)
+    with image_progress(pipe, "editing", enabled=not args.quiet):
+        result = pipe.edit(image, args.instruction, guidance_scale=args.guidance_scale, seed=args.seed,
+                           size=args.size, any_size=args.any_size, **sampling_kwargs(args))
+    _save([result], args.out)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(generate(sys.argv[1:]))
