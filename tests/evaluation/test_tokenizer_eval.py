@@ -62,3 +62,14 @@ def test_bad_arguments_are_refused(image_dir, tmp_path):
         main(["--data", str(image_dir), "--config", "tiny", "--model", "x", "--json", str(tmp_path / "o.json")])
     with pytest.raises(FileNotFoundError):
         main(["--data", str(tmp_path / "missing"), "--config", "tiny", "--json", str(tmp_path / "o.json")])
+
+
+def test_default_batch_keeps_a_batch_near_one_512_image_of_pixels():
+    from illume_plus.evaluation.tokenizer import build_parser, default_batch_size
+
+    assert default_batch_size(512 * 512) == 1
+    assert default_batch_size(256 * 256) == 4  # 16 x 256² peaked at 6 GB; 4 x 256² at 1.85 GB
+    assert default_batch_size(2048 * 2048) == 1
+    assert default_batch_size(16 * 16) == 64  # capped
+    args = build_parser().parse_args(["--data", "d", "--config", "tiny", "--json", "o.json"])
+    assert args.batch_size is None and args.batch_pixels == 512 * 512
