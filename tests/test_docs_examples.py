@@ -4,8 +4,9 @@ A file's blocks run in order in one namespace (like a notebook), in a scratch fo
 as a user's machine: `checkpoints/` holds tiny stand-ins of the authors' release in their
 format (illume_plus-qwen2_5-3b/, dualvitok/pytorch_model.bin, dualvitok_sdxl_decoder/; the
 "illume-plus" DualViTok preset is the tiny one here), and cat.png, photo.png, fox.png exist.
-So that the examples run in seconds on a CPU, two shims apply: every image size is shrunk to
-about 64 pixels on its short side (aspect ratio kept), and text replies stop after 16 tokens.
+So that the examples run in seconds on a CPU, three shims apply: every image size is shrunk to
+about 64 pixels on its short side (aspect ratio kept), text replies stop after 16 tokens, and
+the diffusion decoder takes 2 steps.
 A block preceded by `<!-- not executed: REASON -->` is skipped with that reason.
 """
 
@@ -33,6 +34,7 @@ def _shrink(size):
 @pytest.fixture
 def user_machine(tmp_path, monkeypatch, recwarn):
     from illume_plus.data.procedural import render_procedural_image
+    from illume_plus.diffusion.pipeline import DiffusionDecoderPipeline
     from illume_plus.mllm.processor import IllumePlusProcessor
     from illume_plus.pipeline import Pipeline
     from tests.standins import tiny_is_the_paper_tokenizer, write_official_release
@@ -48,6 +50,9 @@ def user_machine(tmp_path, monkeypatch, recwarn):
     monkeypatch.setattr(IllumePlusProcessor, "nearest_generation_size", lambda self, h, w: _shrink(nearest(self, h, w)))
     monkeypatch.setattr(Pipeline, "_iter_text", lambda self, prompt, max_new_tokens, seed, settings:
                         iter_text(self, prompt, min(max_new_tokens, 16), seed, settings))
+    decode = DiffusionDecoderPipeline.__call__
+    monkeypatch.setattr(DiffusionDecoderPipeline, "__call__", lambda self, *args, **kwargs:
+                        decode(self, *args, **{**kwargs, "num_inference_steps": 2}))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 

@@ -393,7 +393,7 @@ class Pipeline:
             return tuple(source.size)
         default, outside = self.default_size()
         if outside:  # a model made for one small size (its folder's default) edits at that size
-            return default
+            return self._check_size(default, any_size=True)
         return None
 
     def _encode_edit(self, source, instruction, size, with_uncond: bool, history=()):
