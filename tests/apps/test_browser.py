@@ -93,7 +93,7 @@ def page(demo_url):
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=CHROMIUM_FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1200, "height": 1400})
+        page = browser.new_page(viewport={"width": 1200, "height": 2000})
         page.set_default_timeout(STEP_TIMEOUT_MS)
         page.goto(demo_url, wait_until="load")
         page.wait_for_selector("#message textarea")
