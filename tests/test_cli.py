@@ -92,3 +92,16 @@ def test_mllm_training_commands_are_routed(capsys, tmp_path):
     assert str(missing) in capsys.readouterr().err
     assert main(["pretokenize", "--help"]) == 0
     assert "--max-crop" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "tokenizer", "configs/tokenizer/tiny_cpu.yaml", "bogus.key=3"], "unknown keys in config: ['bogus']"),
+    (["train", "tokenizer", "no/such.yaml"], "config file not found: no/such.yaml"),
+])
+def test_recipe_errors_are_one_line(argv, message, capsys, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err

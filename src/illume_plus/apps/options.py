@@ -11,7 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
-GENERATION_SIZE_TEXT = "512x512, 384x512, 512x384, 384x768, 768x384, 384x576, 576x384, 320x960, 960x320, 256x1024, 1024x256"
+from ..mllm.config import GENERATION_SIZES
+
+GENERATION_SIZE_TEXT = ", ".join(f"{h}x{w}" for h, w in GENERATION_SIZES)
 _SAMPLING_OPTIONS = {"temperature": float, "top-k": int, "top-p": float, "repetition-penalty": float}
 _PHASES = ("text", "semantic", "pixel")
 
