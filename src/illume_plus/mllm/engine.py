@@ -73,7 +73,7 @@ class GenerationRequest:
             raise ValueError(f"max_new_tokens must be an int >= 1, got {self.max_new_tokens}")
         self.guidance_scale = check_guidance_scale(self.guidance_scale)  # NaN/inf would silently give one code
         if self.image_size is not None:
-            self.image_size = check_image_size(self.image_size)
+            self.image_size = check_image_size(self.image_size, "image_size")
 
 
 @dataclass

@@ -27,16 +27,16 @@ def check_guidance_scale(guidance_scale) -> float:
     return value
 
 
-def check_image_size(size) -> tuple[int, int]:
+def check_image_size(size, what: str = "an image size") -> tuple[int, int]:
     """(H, W) as two positive ints."""
     try:
         h, w = size
         if int(h) != h or int(w) != w:
             raise ValueError
     except (TypeError, ValueError):
-        raise ValueError(f"an image size must be two ints (H, W), got {size!r}") from None
+        raise ValueError(f"{what} must be two ints (H, W), got {size!r}") from None
     if h <= 0 or w <= 0:
-        raise ValueError(f"an image size must be positive, got {int(h)}x{int(w)}")
+        raise ValueError(f"{what} must be positive, got {int(h)}x{int(w)}")
     return int(h), int(w)
 
 
