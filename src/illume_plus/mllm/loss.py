@@ -37,14 +37,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     if need_weight:
                         grad_weight.addmm_(grad_logits.t(), h.float())
                 del logits
-        ctx.save_for_backward(grad_hidden, grad_weight)
+        # intermediates, kept on ctx (not save_for_backward) so backward can drop its reference
+        # and autograd adopts the buffer as .grad instead of copying it
+        ctx.grads = [grad_hidden, grad_weight]
         ctx.weight_dtype = weight.dtype
         ctx.mark_non_differentiable(losses)
         return losses.sum(), losses
 
     @staticmethod
     def backward(ctx, grad_sum, _grad_losses):
-        grad_hidden, grad_weight = ctx.saved_tensors
+        grad_hidden, grad_weight = ctx.grads
+        ctx.grads = None
         if grad_hidden is not None:
             grad_hidden = grad_hidden * grad_sum.to(grad_hidden.dtype)
         if grad_weight is not None:
@@ -70,10 +73,6 @@ class _NoGrad:
     """Stands in for autograd's ctx when no gradient is wanted."""
 
     needs_input_grad = (False, False, False, False, False)
-
-    @staticmethod
-    def save_for_backward(*_):
-        pass
 
     @staticmethod
     def mark_non_differentiable(*_):
