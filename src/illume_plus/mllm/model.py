@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from ..tokenizer.config import DualViTokConfig
 from ..tokenizer.pixel import PixelEncoder
@@ -34,6 +33,7 @@ from ..tokenizer.semantic import build_vit, vit_merged_features
 from ..utils.io import load_safetensors, save_safetensors
 from ..utils.state_dict import check_materialized, check_state_dict_keys
 from .config import IllumePlusConfig
+from .loss import linear_cross_entropy
 from .generation_config import GenerationDefaults
 from .weights import read_weights
 
@@ -225,37 +225,26 @@ class IllumePlus(nn.Module):
         hidden, _ = self._decoder(embeds, batch.attention_mask.to(self.device), batch.position_ids.to(self.device))
         targets = batch.labels[:, 1:].to(self.device)  # position t predicts token t + 1
         keep = targets != self.config.ignore_index
-        losses = self.token_losses(hidden[:, :-1][keep], targets[keep])
+        total, losses = self.label_loss(hidden[:, :-1][keep], targets[keep])
         rows = keep.nonzero()[:, 0]
         num_rows = targets.shape[0]
         return IllumePlusOutput(
-            loss=losses.sum() / losses.numel() if losses.numel() else hidden.sum() * 0.0,  # zero keeps the graph
+            loss=total / losses.numel() if losses.numel() else hidden.sum() * 0.0,  # zero keeps the graph
             num_tokens=int(keep.sum()),
-            row_loss_sums=losses.detach().new_zeros(num_rows).index_add_(0, rows, losses.detach()),
+            row_loss_sums=losses.new_zeros(num_rows).index_add_(0, rows, losses),
             row_num_tokens=keep.sum(dim=1))
 
     def chunked_cross_entropy(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean CE of (N, D) hidden states against (N,) targets (see `token_losses`)."""
+        """Mean CE of (N, D) hidden states against (N,) targets (see `label_loss`)."""
         if targets.numel() == 0:
             return hidden.sum() * 0.0  # no labelled token: a zero that keeps the graph
-        return self.token_losses(hidden, targets).sum() / targets.numel()
+        return self.label_loss(hidden, targets)[0] / targets.numel()
 
-    def token_losses(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """(N,) fp32 CE of (N, D) hidden states against (N,) targets, `loss_chunk_size` rows at a
-        time. Under autograd each chunk is checkpointed, so at most one chunk's fp32 logits
-        (chunk x vocab) exist at once, in forward and backward (SPEC §6)."""
-        parts = []
-        for start in range(0, targets.numel(), self.config.loss_chunk_size):
-            h = hidden[start:start + self.config.loss_chunk_size]
-            t = targets[start:start + self.config.loss_chunk_size]
-            if torch.is_grad_enabled():
-                parts.append(checkpoint(self._chunk_token_losses, h, t, use_reentrant=False))
-            else:
-                parts.append(self._chunk_token_losses(h, t))
-        return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
-
-    def _chunk_token_losses(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self.logits_from_hidden(hidden), targets, reduction="none")
+    def label_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed CE, (N,) detached per-position CE) of (N, D) hidden states against (N,)
+        targets, through the LM head `loss_chunk_size` rows at a time: at most one chunk's fp32
+        logits (chunk x vocab) exist at once, and the head's gradient once (mllm/loss.py)."""
+        return linear_cross_entropy(hidden, self.language_model.lm_head.weight, targets, self.config.loss_chunk_size)
 
     def train(self, mode: bool = True):
         super().train(mode)
