@@ -27,7 +27,6 @@ from .metrics import (edit_chance, edit_success, generation_chance, generation_s
 from .render import IMAGE_SIZE, changed_cells_mask, render_scene
 from .splits import examples
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "default_model"
 EVAL_SPLIT = "test"
 
 
@@ -95,18 +94,15 @@ def mllm_figures(pipeline, count: int, seed: int = 0) -> dict:
     return out
 
 
-def load_model_folder(directory: Path):
-    """(Pipeline or None, DualViTok) from a model folder; the MLLM part is optional."""
-    from ..tokenizer.model import DualViTok
+def load_model_folder(directory: Path | None):
+    """(Pipeline, DualViTok) from a pipeline folder (None: the packaged default model), in fp32 on CPU."""
+    from ..pipeline import Pipeline
 
-    tokenizer = DualViTok.from_pretrained(directory / "vision_tokenizer")
-    pipeline = None
-    if (directory / "mllm").is_dir():
-        from ..mllm.model import IllumePlus
-        from ..pipeline import Pipeline
-
-        pipeline = Pipeline(IllumePlus.from_pretrained(directory / "mllm"), vision_tokenizer=tokenizer)
-    return pipeline, tokenizer
+    pipeline = Pipeline.from_pretrained(directory, device="cpu", dtype=torch.float32)
+    tokenizer = pipeline.vision_tokenizer
+    if tokenizer is None:
+        raise ValueError(f"{directory or 'the default model'} has no vision_tokenizer/: cannot decode images")
+    return pipeline, tokenizer.float()
 
 
 def print_table(figures: dict, file=sys.stdout) -> None:
@@ -139,10 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no DualViTok folder (config.json) at {args.tokenizer}")
         pipeline, tokenizer = None, DualViTok.from_pretrained(args.tokenizer)
     else:
-        model_dir = args.model or DEFAULT_MODEL_DIR
-        if not (model_dir / "vision_tokenizer").is_dir():
-            parser.error(f"no model folder at {model_dir} (expected vision_tokenizer/ and mllm/ inside)")
-        pipeline, tokenizer = load_model_folder(model_dir)
+        pipeline, tokenizer = load_model_folder(args.model)
     figures = tokenizer_figures(tokenizer, args.count)
     if pipeline is not None:
         figures.update(mllm_figures(pipeline, args.count))

@@ -71,27 +71,22 @@ def stage1_tokenizer(out: Path, vit_path: Path, steps: int, minutes: float | Non
     from ..training.tokenizer import ModelSection, TokenizerTrainingConfig, train
     from ..data import ImageDataConfig
     from ..losses import TokenizerLossConfig
-    from ..tokenizer.model import DualViTok
     from ..training.run import TrainSection
 
     stage = out / "stage1_tokenizer"
     if (stage / DONE).exists():
         return stage / "final"
     images = write_images(out / "data" / "train_images", "train", num_images)
-    init = stage / "init"
-    if not (init / "model.safetensors").exists():
-        torch.manual_seed(0)
-        tok = DualViTok(world_tokenizer_config())
-        tok.load_vit_weights(vit_path)  # the text-aligned encoder, frozen from here on
-        tok.save_pretrained(init)
     overrides = {k: v for k, v in WORLD_TOKENIZER.items() if k != "preset"}
     config = TokenizerTrainingConfig(
-        model=ModelSection(preset=WORLD_TOKENIZER["preset"], quantizer="simvq", overrides=overrides),
+        # The ViT comes from stage 0 (only its weights are loaded) and stays frozen.
+        model=ModelSection(preset=WORLD_TOKENIZER["preset"], quantizer="simvq", overrides=overrides,
+                           vit_weights=str(vit_path)),
         data=ImageDataConfig(source="folder", path=str(images), resize="fixed", size=IMAGE_SIZE),
         loss=TokenizerLossConfig(perceptual_weight=0.0, gan_weight=0.0, disc_start=10**9),
         train=TrainSection(output_dir=str(stage), batch_size=batch_size, max_steps=steps, max_minutes=minutes,
                            mixed_precision="no", checkpoint_every=25, keep_last=1, log_every=5,
-                           init_from=str(init), device="cpu"),
+                           device="cpu"),
     )
     config.generator_optimizer.lr = 4e-4
     train(config)
