@@ -1,6 +1,7 @@
 """`illume-plus train world`: the ILLUME+ recipe on the shape world, stage by stage, resumable.
 
     illume-plus train world [--out runs/world] [--stages 0,1] [--tokenizer-steps N] [--tokenizer-minutes M]
+    illume-plus train world --vit artifacts/world/stage0_vit.safetensors   # reuse the committed step-0 ViT
 
 Stages (each writes into its own folder under --out; a finished stage leaves a marker and is
 skipped on the next run, an interrupted one resumes from its latest checkpoint):
@@ -108,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/world", help="working folder (stages, checkpoints, data)")
     parser.add_argument("--stages", default="0,1", help="comma-separated stages to run (default 0,1)")
     parser.add_argument("--alignment-steps", type=int, default=800)
+    parser.add_argument("--vit", type=Path, default=None,
+                        help="a finished stage-0 ViT (e.g. artifacts/world/stage0_vit.safetensors): skips stage 0")
     parser.add_argument("--tokenizer-steps", type=int, default=2000)
     parser.add_argument("--tokenizer-minutes", type=float, default=None, help="stop stage 1 after this long")
     parser.add_argument("--tokenizer-batch-size", type=int, default=8)
@@ -122,7 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown stages {sorted(unknown)}; the stages are 0, 1 and 2")
     out = Path(args.out)
     vit_path = out / "stage0_alignment" / "vit.safetensors"
-    if "0" in stages:
+    if args.vit is not None:
+        if not args.vit.is_file():
+            parser.error(f"--vit: no file at {args.vit}")
+        vit_path = args.vit
+    elif "0" in stages:
         vit_path = stage0_alignment(out, args.alignment_steps)
     if "1" in stages:
         if not vit_path.exists():
