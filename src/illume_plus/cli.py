@@ -35,6 +35,8 @@ GROUPS = {
     ("train", "decoder"): ("illume_plus.training.decoder:main", "the diffusion-decoder recipe"),
     ("train", "mllm"): ("illume_plus.training.mllm:main", "the MLLM recipe (one stage per config)"),
     ("eval", "tokenizer"): ("illume_plus.evaluation.tokenizer:main", "PSNR / SSIM / rFID / codebook use"),
+    ("train", "world"): ("illume_plus.world.recipe:main", "the whole recipe on the shape world (CPU, resumable)"),
+    ("eval", "world"): ("illume_plus.world.evaluate:main", "shape-world benchmarks, programmatic judges"),
 }
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 

@@ -37,13 +37,18 @@ def build_tiny_text_tokenizer(vocab_size: int = 512, total_size: int | None = No
     `total_size` pads the BPE vocabulary with unreachable placeholder entries so that
     len(tokenizer) equals it: a cheap stand-in for a large tokenizer's id arithmetic (e.g.
     Qwen2.5's 151,665 entries)."""
+    return build_bpe_text_tokenizer(list(_CORPUS) * 4, vocab_size, total_size)
+
+
+def build_bpe_text_tokenizer(corpus: list[str], vocab_size: int, total_size: int | None = None):
+    """`build_tiny_text_tokenizer` on any corpus: BPE merges learned from `corpus` (deterministic)."""
     from transformers import Qwen2Tokenizer  # lazy: transformers is heavy
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False)
-    bpe.train_from_iterator(list(_CORPUS) * 4, trainer)
+    bpe.train_from_iterator(corpus, trainer)
     learned = json.loads(bpe.to_str())["model"]
     merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in learned["merges"]]
     vocab = dict(learned["vocab"])
@@ -61,4 +66,4 @@ def build_tiny_text_tokenizer(vocab_size: int = 512, total_size: int | None = No
     return tokenizer
 
 
-__all__ = ["build_tiny_text_tokenizer", "END_OF_TEXT"]
+__all__ = ["build_tiny_text_tokenizer", "build_bpe_text_tokenizer", "END_OF_TEXT"]
