@@ -12,7 +12,15 @@ by side. The baseline is written the way the authors' scripts decode (SPEC §6):
 Ours: one forward for all rows (cond + uncond) on one cache, structural tokens forced without
 the LM head, the head applied to the active code range only, no per-step host sync.
 
-    python benchmarks/bench_generation.py --preset tiny mid --batch 1 4 --size 512x512 --max-tokens 256
+    python benchmarks/bench_generation.py --preset 384m --batch 1 4 --size 256x256 --max-tokens 24 --threads 2
+    python benchmarks/bench_generation.py ... --load 2        # the same with 2 busy-looping processes
+
+Presets: tiny (the test preset), mid (10 x 640, full vocabulary), 384m (8 x 1024, 16 heads /
+2 KV heads, MLP 3072, tied, full 283,047-row vocabulary: the realistic shape of issue 12).
+Both loops run with the same `--threads`; ours then applies its own per-step thread policy
+(mllm/threads.py). Runs are interleaved (baseline, engine, baseline, ...) and the median of
+`--repeats` counts; the table gives the load average during the runs and the seconds per
+whole image at the measured rate (per image of the batch).
 
 Prints a table, then LAST one JSON line: tokens_per_s, baseline_tokens_per_s, speedup,
 peak_mem_mb, baseline_peak_mem_mb, preset, batch (of the last configuration) and `results`
