@@ -5,15 +5,16 @@ image of a given size), sampling settings and seed. The loop, top to bottom:
 
 1. Rows. Every request has a conditional row; a request with an unconditional prompt
    (CFG) also gets an unconditional row. All rows are left-padded into ONE batch with
-   per-row position ids, prefilled once, and share ONE KV cache: CFG costs doubled rows in
-   the same forward, never a second model call.
+   per-row position ids, prefilled once, and share ONE KV cache (kv_cache.py, preallocated
+   for the whole request): CFG costs doubled rows in the same forward, never a second call.
 2. Schedule. An image's token structure is fixed by its size (SPEC §3): the engine lays out
    every step up front — forced structural tokens (`<start_of_image>`, level markers,
    `<end_of_line>`, ...) are inserted, code slots are sampled. A text reply samples every
    step until a stop id (`<|im_end|>`, `<|endoftext|>`). Which rows sample from which
    vocabulary range at which step is therefore known on the host before decoding starts:
    no per-step device->host sync.
-3. Each step: the LM head is applied to the last hidden state only, and only to the rows
+3. Each step (thread count chosen by threads.StepThreads; every tensor it reads is built
+   before the loop): the LM head is applied to the last hidden state only, only to the rows
    that sample, and only to the active range — semantic codes, pixel codes, or the text
    vocabulary (which excludes every image token). Image phases mix
    g·(logsoftmax(cond) − logsoftmax(uncond)) + logsoftmax(uncond); the phase's warper
