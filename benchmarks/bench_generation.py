@@ -268,7 +268,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype)
-    burners = [multiprocessing.Process(target=_burn, daemon=True) for _ in range(args.load)]
+    burners = [multiprocessing.Process(target=_burn, args=(os.getpid(),), daemon=True) for _ in range(args.load)]
     for process in burners:
         process.start()
     try:
@@ -278,10 +278,11 @@ def main(argv=None) -> int:
             process.terminate()
 
 
-def _burn() -> None:
-    """A CPU-bound load generator (one core's worth)."""
-    while True:
-        pass
+def _burn(parent: int) -> None:
+    """A CPU-bound load generator (one core's worth); stops when the benchmark is gone."""
+    while os.getppid() == parent:
+        for _ in range(1_000_000):
+            pass
 
 
 def _run(args, dtype) -> int:
