@@ -272,5 +272,5 @@ def test_bad_requests_are_rejected(tiny):
     prompt = processor.encode_text_to_image("a", size=(64, 64))
     with pytest.raises(ValueError, match="image requests only"):
         GenerationRequest(prompt=prompt, unconditional_prompt=prompt)
-    with pytest.raises(ValueError, match="image_size"):
+    with pytest.raises(ValueError, match="image.size"):
         GenerationRequest(prompt=prompt, image_size=(64, -64))

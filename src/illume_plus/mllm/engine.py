@@ -5,15 +5,16 @@ image of a given size), sampling settings and seed. The loop, top to bottom:
 
 1. Rows. Every request has a conditional row; a request with an unconditional prompt
    (CFG) also gets an unconditional row. All rows are left-padded into ONE batch with
-   per-row position ids, prefilled once, and share ONE KV cache: CFG costs doubled rows in
-   the same forward, never a second model call.
+   per-row position ids, prefilled once, and share ONE KV cache (kv_cache.py, preallocated
+   for the whole request): CFG costs doubled rows in the same forward, never a second call.
 2. Schedule. An image's token structure is fixed by its size (SPEC §3): the engine lays out
    every step up front — forced structural tokens (`<start_of_image>`, level markers,
    `<end_of_line>`, ...) are inserted, code slots are sampled. A text reply samples every
    step until a stop id (`<|im_end|>`, `<|endoftext|>`). Which rows sample from which
    vocabulary range at which step is therefore known on the host before decoding starts:
    no per-step device->host sync.
-3. Each step: the LM head is applied to the last hidden state only, and only to the rows
+3. Each step (thread count chosen by threads.StepThreads; every tensor it reads is built
+   before the loop): the LM head is applied to the last hidden state only, only to the rows
    that sample, and only to the active range — semantic codes, pixel codes, or the text
    vocabulary (which excludes every image token). Image phases mix
    g·(logsoftmax(cond) − logsoftmax(uncond)) + logsoftmax(uncond); the phase's warper
@@ -34,9 +35,11 @@ from typing import Callable, Iterator
 import torch
 
 from .frames import frame_code_levels, parse_frame, structure_template
+from .kv_cache import PreallocatedKVCache
 from .limits import check_guidance_scale, check_image_size
 from .sampling import (GenerationSettings, RowSampling, apply_repetition_penalty, draw_uniforms, make_generator,
                        sample_rows)
+from .threads import StepThreads
 
 __all__ = ["GenerationRequest", "GeneratedImage", "GenerationOutput", "DecodingEngine", "ImageSchedule"]
 
@@ -117,6 +120,31 @@ class _Group:
     cfg_requests: list[int]  # the subset with an unconditional row
 
 
+@dataclass
+class _GroupPlan:
+    """A group's device index tensors and settings, built once per distinct group."""
+
+    rows: torch.Tensor  # (R,) the group's requests (= their conditional rows)
+    head_rows: torch.Tensor  # (R + C,) the rows the head runs on: conditional, then unconditional
+    cfg_positions: torch.Tensor | None  # (C,) where the CFG requests sit among `rows`; None: no CFG
+    all_cfg: bool  # every request of the group has CFG
+    guidance: torch.Tensor | None  # (C, 1) their guidance scales
+    settings: RowSampling  # the rows' own settings for the group's phase
+
+    @classmethod
+    def build(cls, group: _Group, uncond_row: dict, settings: RowSampling, guidance: torch.Tensor, device):
+        def index(values):
+            return torch.tensor(values, dtype=torch.long, device=device)
+
+        rows = index(group.requests)
+        cfg = group.cfg_requests
+        return cls(rows=rows, head_rows=index(group.requests + [uncond_row[i] for i in cfg]),
+                   cfg_positions=index([group.requests.index(i) for i in cfg]) if cfg else None,
+                   all_cfg=len(cfg) == len(group.requests),
+                   guidance=guidance[index(cfg)][:, None] if cfg else None,
+                   settings=settings.select(rows, group.requests))
+
+
 class DecodingEngine:
     """Decodes batches of `GenerationRequest`s with an `IllumePlus` model and its processor.
 
@@ -125,7 +153,8 @@ class DecodingEngine:
     device; reading them is the caller's sync) and returns the outputs at the end.
     """
 
-    def __init__(self, model, processor, check_stop_every: int = 16, stop_token_ids=()):
+    def __init__(self, model, processor, check_stop_every: int = 16, stop_token_ids=(),
+                 num_threads: int | None = None):
         self.model = model
         self.processor = processor
         self.layout = processor.layout
@@ -142,6 +171,7 @@ class DecodingEngine:
         self.check_stop_every = check_stop_every
         # a text reply ends at <|im_end|>, <|endoftext|> or any extra id (a checkpoint's eos ids)
         self.stop_token_ids = tuple(sorted({*self.layout.stop_ids, *(int(i) for i in stop_token_ids)}))
+        self.num_threads = num_threads  # None: threads.StepThreads' policy; k: k threads per step
 
     # ------------------------------------------------------------------ public API
     @torch.no_grad()
@@ -196,92 +226,84 @@ class DecodingEngine:
         seen = torch.zeros(n_requests, self._vocab_size(), dtype=torch.bool, device=device) if track_seen else None
 
         # ---- 3. prefill, then one token per row per step on the shared cache
-        out = self.model.prefill(batch, compute_logits=False)  # the head runs per phase below
-        hidden, cache = out.hidden, out.past_key_values
+        # Everything a step touches is allocated here, once: the KV cache for the whole
+        # request, the padding mask, every step's position ids, the generated-token buffer,
+        # and the index tensors of each sampling group.
+        prompt_len = batch.attention_mask.shape[1]
+        cache = PreallocatedKVCache(self.model.config.num_hidden_layers, prompt_len + num_steps)
+        out = self.model.prefill(batch, past_key_values=cache, compute_logits=False)  # the head runs per group
+        hidden = out.hidden
         # Every new token attends to all real tokens before it, so a step's mask is just the
         # padding mask, handed over as (rows, 1, 1, keys) booleans: transformers then uses it
         # as it is instead of rebuilding (and inspecting) a mask every step.
-        prompt_len = batch.attention_mask.shape[1]
         attention_mask = torch.ones(len(sequences), 1, 1, prompt_len + num_steps, dtype=torch.bool, device=device)
         attention_mask[:, 0, 0, :prompt_len] = batch.attention_mask.bool()
-        next_position = batch.attention_mask.sum(-1)
+        positions = batch.attention_mask.sum(-1, keepdim=True) + torch.arange(num_steps, device=device)
         generated = torch.empty(n_requests, num_steps, dtype=torch.long, device=device)
         finished = torch.zeros(n_requests, dtype=torch.bool, device=device)
         text_row_mask = torch.zeros(n_requests, dtype=torch.bool, device=device)
         text_row_mask[text_rows] = True
         stop_ids = torch.tensor(self.stop_token_ids, device=device)
-        index_cache: dict[tuple, torch.Tensor] = {}
+        request_index = torch.arange(n_requests, device=device)
+        plans: dict[tuple, _GroupPlan] = {}
 
-        def rows_tensor(rows):  # device index tensors, built once per distinct row set
-            key = tuple(rows)
-            if key not in index_cache:
-                index_cache[key] = torch.tensor(rows, dtype=torch.long, device=device)
-            return index_cache[key]
-
-        settings_cache: dict[tuple, RowSampling] = {}
-
-        def group_settings(group):
+        def plan_of(group):  # index tensors and settings of a group, built once per distinct group
             key = (group.phase, tuple(group.requests))
-            if key not in settings_cache:
-                settings_cache[key] = settings[group.phase].select(rows_tensor(group.requests), group.requests)
-            return settings_cache[key]
+            if key not in plans:
+                plans[key] = _GroupPlan.build(group, uncond_row, settings[group.phase], guidance, device)
+            return plans[key]
 
         steps_run = 0
-        for step in range(num_steps):
-            tokens = forced_tokens[:, step].clone()
-            for group in groups[step]:
-                chosen = self._sample_group(group, hidden, uncond_row, group_settings(group), guidance,
-                                            uniforms[:, step], seen, rows_tensor)
-                tokens.index_copy_(0, rows_tensor(group.requests), chosen)
-            if text_rows:
-                # finished text rows keep running (their tokens are dropped at the end)
-                tokens = torch.where(finished, self.layout.pad_token_id, tokens)
-                finished |= text_row_mask & torch.isin(tokens, stop_ids)
-            generated[:, step] = tokens
-            if seen is not None:
-                seen[torch.arange(n_requests, device=device), tokens] = True
-            steps_run = step + 1
-            yield step, tokens
-
-            if step + 1 == num_steps:
-                break
-            if text_rows and step + 1 >= image_steps and (step + 1) % self.check_stop_every == 0:
-                if bool(finished[text_rows].all()):  # the loop's only host sync, every few steps
+        with StepThreads.for_model(self.model, self.num_threads) as threads:
+            for step in range(num_steps):
+                threads.begin()
+                tokens = generated[:, step]  # filled in place: forced tokens, then each group's draw
+                tokens.copy_(forced_tokens[:, step])
+                for group in groups[step]:
+                    plan = plan_of(group)
+                    tokens.index_copy_(0, plan.rows, self._sample_group(group.phase, plan, hidden,
+                                                                        uniforms[:, step], seen))
+                if text_rows:
+                    # finished text rows keep running (their tokens are dropped at the end)
+                    tokens.masked_fill_(finished, self.layout.pad_token_id)
+                    finished |= text_row_mask & torch.isin(tokens, stop_ids)
+                if seen is not None:
+                    seen[request_index, tokens] = True
+                steps_run = step + 1
+                last = step + 1 == num_steps
+                if not last:
+                    hidden = self.model.step(input_ids=tokens[row_request][:, None],
+                                             attention_mask=attention_mask[..., : prompt_len + step + 1],
+                                             position_ids=positions[:, step:step + 1], past_key_values=cache,
+                                             compute_logits=False).hidden
+                threads.end()
+                yield step, tokens
+                if last:
                     break
-            row_tokens = tokens[row_request]
-            positions = next_position[:, None]
-            out = self.model.step(input_ids=row_tokens[:, None],
-                                  attention_mask=attention_mask[..., : prompt_len + step + 1],
-                                  position_ids=positions, past_key_values=cache, compute_logits=False)
-            hidden, cache = out.hidden, out.past_key_values
-            next_position = next_position + 1
+                if text_rows and step + 1 >= image_steps and (step + 1) % self.check_stop_every == 0:
+                    if bool(finished[text_rows].all()):  # the loop's only host sync, every few steps
+                        break
 
         return self._outputs(requests, generated[:, :steps_run].cpu(), schedules)
 
     # ------------------------------------------------------------------ pieces
-    def _sample_group(self, group, hidden, uncond_row, settings, guidance, uniforms, seen, rows_tensor):
-        """Tokens (len(group.requests),) for rows that sample from one vocabulary range;
-        `settings` are the group's rows' own."""
-        start, stop = self.ranges[group.phase]
-        rows = group.requests
-        cfg_rows = [uncond_row[i] for i in group.cfg_requests]
+    def _sample_group(self, phase, plan, hidden, uniforms, seen):
+        """Tokens (len(plan.rows),) for rows that sample from one vocabulary range."""
+        start, stop = self.ranges[phase]
         # one head matmul for the conditional and unconditional rows, on the range only
-        logits = self.model.logits_from_hidden(hidden[rows_tensor(rows + cfg_rows)], vocab_range=(start, stop))
-        cond, uncond = logits[: len(rows)], logits[len(rows):]
-        row_index = rows_tensor(rows)
-        if seen is not None and settings.uses_repetition_penalty:
+        logits = self.model.logits_from_hidden(hidden[plan.head_rows], vocab_range=(start, stop))
+        n = len(plan.rows)
+        cond, uncond = logits[:n], logits[n:]
+        if seen is not None and plan.settings.uses_repetition_penalty:
             # the authors' generate penalises the conditional logits only, before CFG
-            cond = apply_repetition_penalty(cond, seen[row_index, start:stop], settings.repetition_penalty)
-        if group.phase != PHASE_TEXT:
+            cond = apply_repetition_penalty(cond, seen[plan.rows, start:stop], plan.settings.repetition_penalty)
+        if phase != PHASE_TEXT:
             cond = cond.log_softmax(dim=-1)
-            if cfg_rows:
-                where = [rows.index(i) for i in group.cfg_requests]
-                where_t = rows_tensor(where)
-                g = guidance[rows_tensor(group.cfg_requests)][:, None]
+            if plan.cfg_positions is not None:
                 uncond = uncond.log_softmax(dim=-1)
-                mixed = g * (cond[where_t] - uncond) + uncond
-                cond = cond.index_copy(0, where_t, mixed)
-        return sample_rows(cond, settings, uniforms[row_index]) + start
+                mixed = plan.guidance * (cond[plan.cfg_positions] - uncond) + uncond
+                cond = mixed if plan.all_cfg else cond.index_copy(0, plan.cfg_positions, mixed)
+        return sample_rows(cond, plan.settings, uniforms[plan.rows]) + start
 
     def _schedule(self, request: GenerationRequest):
         if request.image_size is None:
