@@ -152,15 +152,16 @@ class DecodingEngine:
     def generate(self, requests: list[GenerationRequest], on_step: Callable | None = None,
                  speculative=None) -> list[GenerationOutput]:
         """Decode `requests`. `speculative` (None: the engine's setting; False, True or a
-        SpeculativeConfig) applies to batches of image requests only, without `on_step`:
-        other batches decode one token per forward."""
+        SpeculativeConfig) applies to batches of image requests only (other batches decode one
+        token per forward); there `on_step(step, None)` follows each forward, `step` the
+        furthest frame position fixed."""
         speculative = self.speculative if speculative is None else speculative
-        if speculative and on_step is None and requests and all(r.image_size is not None for r in requests):
+        if speculative and requests and all(r.image_size is not None for r in requests):
             from .speculative import SpeculativeConfig
             from .speculative_engine import SpeculativeDecoder
 
             decoder = SpeculativeDecoder(self, speculative if isinstance(speculative, SpeculativeConfig) else None)
-            outputs = decoder.generate(requests)
+            outputs = decoder.generate(requests, on_step=on_step)
             self.last_speculative_stats = decoder.last_stats
             return outputs
         stream = self.stream(requests)

@@ -107,7 +107,7 @@ class SpeculativeDecoder:
         self.last_stats = SpeculativeStats()
 
     @torch.no_grad()
-    def generate(self, requests) -> list:
+    def generate(self, requests, on_step=None) -> list:
         if any(r.image_size is None for r in requests):
             raise ValueError("speculative decoding handles image requests only")
         cfg, model, device = self.config, self.model, self.model.device
@@ -190,6 +190,8 @@ class SpeculativeDecoder:
             new = torch.arange(keep)[None, :] < torch.tensor(kept)[:, None]
             valid = torch.cat([valid, new.to(device)], dim=1)
             cache.crop(keep - width)  # drop the rejected columns (transformers: a negative count)
+            if on_step is not None:
+                on_step(max(s.pos for s in states) - 1, None)
 
         generated = seq[:, :longest].cpu()
         return self.engine._outputs(requests, generated, schedules)
