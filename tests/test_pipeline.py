@@ -35,7 +35,9 @@ def pipe(parts):
 
 @pytest.fixture()
 def spy(pipe):
-    """Records the requests each engine call receives."""
+    """Records the requests each engine call receives (through the sequential stream: the
+    speculative path has its own tests in tests/mllm/test_speculative.py)."""
+    pipe.speculative = False
     calls = []
     original = pipe.engine.stream
 

@@ -82,8 +82,12 @@ class Pipeline:
     """
 
     def __init__(self, model, vision_tokenizer=None, decoder="pixel", processor=None,
-                 diffusion_steps: int = DIFFUSION_STEPS, diffusion_guidance_scale: float = 2.0):
+                 diffusion_steps: int = DIFFUSION_STEPS, diffusion_guidance_scale: float = 2.0,
+                 speculative=True):
         self.model = model
+        # images by speculative Jacobi decoding (lossless: same distribution, fewer forwards;
+        # docs/generation.md) unless False; True or a SpeculativeConfig
+        self.speculative = speculative
         self.processor = processor if processor is not None else _default_processor(model)
         if not (decoder in ("pixel", "diffusion") or callable(decoder)):
             raise ValueError(f"decoder must be 'pixel', 'diffusion' or a DiffusionDecoderPipeline, got {decoder!r}")
@@ -126,7 +130,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ generation
     def generate(self, prompts: str | Sequence[str], size=None, guidance_scale: float | None = None,
-                 seed: int | Sequence[int] = 0, *, any_size: bool = False, decode: bool = True, **sampling):
+                 seed: int | Sequence[int] = 0, *, any_size: bool = False, decode: bool = True,
+                 speculative=None, **sampling):
         """Text-to-image. One `ImageResult` per prompt (a single result for a single string).
 
         size: (H, W) for every prompt, or one (H, W) per prompt (default: the model's
@@ -136,6 +141,9 @@ class Pipeline:
         seed: an int (prompt i uses seed + i) or one seed per prompt. A prompt's image
             depends only on its prompt, size, settings and seed, not on its batch mates.
         guidance_scale: CFG weight (default: the folder's, else 2.0); 1.0 skips the unconditional rows.
+        speculative: True/False/a SpeculativeConfig for this call (default: the pipeline's,
+            True): speculative Jacobi decoding draws from the same distribution with fewer
+            forwards, but not the same image as sequential decoding for a given seed.
         sampling: `preset` ("authors", the default, or "clean") and overrides of its
             settings (temperature, top_k, top_p, repetition_penalty, greedy, or per phase as
             semantic_top_k=...); a pipeline folder's card may set defaults for them.
@@ -164,19 +172,19 @@ class Pipeline:
             requests.append(GenerationRequest(
                 prompt=self.processor.encode_text_to_image(prompt, size=target), unconditional_prompt=uncond,
                 image_size=target, guidance_scale=guidance_scale, settings=settings, seed=s))
-        results = self._run_image_requests(requests, seeds, decode)
+        results = self._run_image_requests(requests, seeds, decode, speculative)
         return results[0] if single else results
 
     def edit(self, image, instruction: str | Sequence[str], guidance_scale: float | None = None,
              seed: int | Sequence[int] = 0, *, size=None, any_size: bool = False, decode: bool = True,
-             **sampling):
+             speculative=None, **sampling):
         """Instruction editing. `image` is a PIL image, a (3,H,W) tensor in [-1,1] or an
         `ImageResult` (its decoded pixels); it is read as continuous features. A list of images
         with a list of instructions edits a batch. The model generates at the nearest
         generation size of the source (or `size`), the source LANCZOS-fitted into it and
         padded with white; `result.image` is then cropped and resized back to the source's
         size (`result.size` stays the generated grid's). The unconditional row gets the
-        reconstruction prompt with the same source image.
+        reconstruction prompt with the same source image. `speculative` as in `generate`.
         """
         single = isinstance(instruction, str)
         images = [image] if single else list(image)
@@ -197,7 +205,7 @@ class Pipeline:
             cond, uncond, _ = self._encode_edit(source, text, target, with_uncond=guidance_scale != 1.0)
             requests.append(GenerationRequest(prompt=cond, unconditional_prompt=uncond, image_size=cond.target_size,
                                               guidance_scale=guidance_scale, settings=settings, seed=s))
-        results = self._run_image_requests(requests, seeds, decode)
+        results = self._run_image_requests(requests, seeds, decode, speculative)
         self._restore_source_sizes(results, requests)
         return results[0] if single else results
 
@@ -280,7 +288,7 @@ class Pipeline:
         if len(text) > len(emitted):
             yield text[len(emitted):]
 
-    def _run_image_requests(self, requests, seeds, decode: bool) -> list[ImageResult]:
+    def _run_image_requests(self, requests, seeds, decode: bool, speculative=None) -> list[ImageResult]:
         self._check_requests(requests)
         on_step = None
         if self.on_image_step is not None:
@@ -289,7 +297,8 @@ class Pipeline:
             total = max(len(ImageSchedule.build(self.processor.layout, self.processor.frame_spec(*r.image_size)).tokens)
                         for r in requests)
             on_step = lambda step, tokens: self.on_image_step(step + 1, total)  # noqa: E731
-        outputs = self.engine.generate(requests, on_step=on_step)
+        speculative = self.speculative if speculative is None else speculative
+        outputs = self.engine.generate(requests, on_step=on_step, speculative=speculative)
         results = [ImageResult(o.images[0].semantic_ids, o.images[0].pixel_ids, o.images[0].size) for o in outputs]
         if decode:
             for result, image in zip(results, self.decode_images(results, seeds)):

@@ -91,6 +91,9 @@ def add_sampling_options(parser: argparse.ArgumentParser, guidance: bool = True)
     g.add_argument("--seed", type=int, default=0)
     if guidance:
         g.add_argument("--guidance-scale", "--cfg", type=float, default=None, help="classifier-free guidance")
+        g.add_argument("--speculative", action=argparse.BooleanOptionalAction, default=None,
+                       help="speculative Jacobi decoding of images (default on: same distribution, fewer "
+                            "forwards; --no-speculative decodes one token per forward)")
     g.add_argument("--preset", choices=("authors", "clean"), default=None,
                    help="sampling preset: the authors' scripts (default) or each setting applied once")
     g.add_argument("--greedy", action="store_true", default=None, help="argmax in every phase")
@@ -143,6 +146,8 @@ def load_pipeline_from_args(args, need_decoder: bool = False):
                          official=args.official, device=args.device,
                          dtype=getattr(torch, args.dtype) if args.dtype else None,
                          diffusion_steps=args.diffusion_steps)
+    if getattr(args, "speculative", None) is not None:
+        pipe.speculative = args.speculative
     if args.decoder == "diffusion" and not callable(pipe.decoder):
         raise UsageError("--decoder diffusion: this model has no diffusion decoder; pass --diffusion-decoder DIR")
     if args.decoder == "pixel":

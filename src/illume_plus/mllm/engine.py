@@ -154,8 +154,12 @@ class DecodingEngine:
     """
 
     def __init__(self, model, processor, check_stop_every: int = 16, stop_token_ids=(),
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, speculative=None):
         self.model = model
+        # None/False: one token per forward; True or a SpeculativeConfig: image-only batches
+        # given to `generate` decode by speculative Jacobi decoding (speculative_engine.py)
+        self.speculative = speculative
+        self.last_speculative_stats = None
         self.processor = processor
         self.layout = processor.layout
         # Text replies score the original text vocabulary only, [0, first added id): this
@@ -175,7 +179,21 @@ class DecodingEngine:
 
     # ------------------------------------------------------------------ public API
     @torch.no_grad()
-    def generate(self, requests: list[GenerationRequest], on_step: Callable | None = None) -> list[GenerationOutput]:
+    def generate(self, requests: list[GenerationRequest], on_step: Callable | None = None,
+                 speculative=None) -> list[GenerationOutput]:
+        """Decode `requests`. `speculative` (None: the engine's setting; False, True or a
+        SpeculativeConfig) applies to batches of image requests only (other batches decode one
+        token per forward); there `on_step(step, None)` follows each forward, `step` the
+        furthest frame position fixed."""
+        speculative = self.speculative if speculative is None else speculative
+        if speculative and requests and all(r.image_size is not None for r in requests):
+            from .speculative import SpeculativeConfig
+            from .speculative_engine import SpeculativeDecoder
+
+            decoder = SpeculativeDecoder(self, speculative if isinstance(speculative, SpeculativeConfig) else None)
+            outputs = decoder.generate(requests, on_step=on_step)
+            self.last_speculative_stats = decoder.last_stats
+            return outputs
         stream = self.stream(requests)
         while True:
             try:

@@ -77,7 +77,7 @@ class Adaptor(nn.Sequential):
 @dataclass
 class StepOutput:
     logits: torch.Tensor | None  # (B, V) fp32 at the last position ((B, stop - start) for a vocab range)
-    hidden: torch.Tensor  # (B, D) final hidden state at the last position
+    hidden: torch.Tensor  # (B, D) final hidden state at the last position ((B, k, D) with all_positions)
     past_key_values: object  # transformers Cache
 
 
@@ -200,13 +200,20 @@ class IllumePlus(nn.Module):
     @torch.no_grad()
     def step(self, attention_mask: torch.Tensor, position_ids: torch.Tensor, past_key_values,
              input_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-             vocab_range: tuple[int, int] | None = None, compute_logits: bool = True) -> StepOutput:
+             vocab_range: tuple[int, int] | None = None, compute_logits: bool = True,
+             all_positions: bool = False) -> StepOutput:
         """One decoding step on new tokens (B, k) given as ids or embeddings. `attention_mask`
-        covers cache + new tokens (B, past + k); `position_ids` (B, k) continue each row."""
+        covers cache + new tokens (B, past + k), or is a ready (B, 1, k, past + k) boolean mask;
+        `position_ids` (B, k) continue each row. With `all_positions` the output's hidden is
+        (B, k, D) for every new token (speculative verification) and no logits are computed."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids and inputs_embeds")
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids.to(self.device))
+        if all_positions:
+            hidden, cache = self._decoder(inputs_embeds, attention_mask.to(self.device),
+                                          position_ids.to(self.device), past_key_values, use_cache=True)
+            return StepOutput(logits=None, hidden=hidden, past_key_values=cache)
         return self._step(inputs_embeds, attention_mask, position_ids, past_key_values, vocab_range, compute_logits)
 
     def _step(self, embeds, attention_mask, position_ids, past_key_values, vocab_range, compute_logits) -> StepOutput:

@@ -41,6 +41,9 @@ __all__ = [
     "warped_scores",
     "apply_repetition_penalty",
     "sample_rows",
+    "processed_probs",
+    "draw_from_probs",
+    "cfg_mix",
     "draw_uniforms",
     "make_generator",
 ]
@@ -291,21 +294,47 @@ def sample_rows(logits: torch.Tensor, settings: RowSampling, uniforms: torch.Ten
     temperature, keep the top-k, keep the most likely candidates until their probability
     reaches top-p, at least one), then draw by inverse CDF with `uniforms` (R,) in [0, 1).
     """
-    if logits.dim() != 2 or logits.shape[0] != len(settings.configs):
-        raise ValueError(f"logits must be (rows, vocab) with {len(settings.configs)} rows, got {tuple(logits.shape)}")
+    _check_rows(logits, settings)
     if settings.all_greedy:
         return logits.float().argmax(dim=-1)
-    vocab = logits.shape[-1]
     greedy_pick = logits.float().argmax(dim=-1)
-    scores = warped_scores(logits, settings)
+    pick = draw_from_probs(warped_scores(logits, settings).softmax(dim=-1), uniforms)
+    return torch.where(settings.greedy, greedy_pick, pick)
 
+
+def processed_probs(logits: torch.Tensor, settings: RowSampling) -> torch.Tensor:
+    """The distribution (R, V) `sample_rows` draws from: softmax of `warped_scores`, and a
+    one-hot at the argmax for greedy rows (speculative decoding verifies against it)."""
+    _check_rows(logits, settings)
+    greedy = any(c.greedy for c in settings.configs)
+    probs = torch.zeros_like(logits, dtype=torch.float32) if settings.all_greedy else \
+        warped_scores(logits, settings).softmax(dim=-1)
+    if greedy:
+        one_hot = torch.zeros_like(probs).scatter_(-1, logits.float().argmax(dim=-1, keepdim=True), 1.0)
+        probs = torch.where(settings.greedy[:, None], one_hot, probs)
+    return probs
+
+
+def draw_from_probs(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw of one index per row of `probs` (R, V) (need not sum to 1) with
+    `uniforms` (R,) in [0, 1)."""
     # Inverse CDF in vocabulary order (so a row's draw never depends on its batch mates'
     # settings), in float64: 98k-entry cumulative sums in fp32 drift by ~1e-5.
-    probs = scores.softmax(dim=-1).double()
-    cdf = probs.cumsum(dim=-1)
+    cdf = probs.double().cumsum(dim=-1)
     target = uniforms.double()[:, None] * cdf[:, -1:]
-    pick = torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=vocab - 1)
-    return torch.where(settings.greedy, greedy_pick, pick)
+    return torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp(max=probs.shape[-1] - 1)
+
+
+def cfg_mix(cond_logits: torch.Tensor, uncond_logits: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
+    """Classifier-free guidance on log-probabilities, per row: g·(log p_c − log p_u) + log p_u.
+    cond/uncond (R, V) over the same vocabulary slice, guidance (R,)."""
+    uncond = uncond_logits.log_softmax(dim=-1)
+    return guidance[:, None] * (cond_logits.log_softmax(dim=-1) - uncond) + uncond
+
+
+def _check_rows(logits: torch.Tensor, settings: RowSampling) -> None:
+    if logits.dim() != 2 or logits.shape[0] != len(settings.configs):
+        raise ValueError(f"logits must be (rows, vocab) with {len(settings.configs)} rows, got {tuple(logits.shape)}")
 
 
 def warped_scores(logits: torch.Tensor, settings: RowSampling) -> torch.Tensor:
