@@ -122,13 +122,7 @@ class CheckpointManager:
         """Collective: every rank calls it. `tensors` and `training_state` are taken from rank 0;
         `rank_state` (default: this process's RNG states) is saved for each rank."""
         rank = get_rank()
-        final = self.directory / f"step_{step:08d}"
-        staging = self.directory / f".staging_step_{step:08d}"
-        if rank == 0:
-            if staging.exists():
-                shutil.rmtree(staging)  # left over from a crash
-            staging.mkdir(parents=True)
-        barrier()
+        staging = self._open_staging(step)
         with atomic_path(staging / f"rank_{rank:05d}.pt") as tmp:
             torch.save(capture_rng_state() if rank_state is None else rank_state, tmp)
         barrier()
@@ -137,14 +131,30 @@ class CheckpointManager:
                 save_safetensors(state_dict, staging / f"{name}.safetensors")
             with atomic_path(staging / "training_state.pt") as tmp:
                 torch.save({**training_state, "step": step, "world_size": get_world_size()}, tmp)
-            if final.exists():  # same step saved again (e.g. final save right after a periodic one)
-                shutil.rmtree(final)
-            staging.rename(final)
-            with atomic_path(self.directory / "latest") as tmp:
-                tmp.write_text(final.name + "\n")
-            self._prune(step)
+            self._publish(step, staging)
         barrier()
-        return final
+        return self.directory / f"step_{step:08d}"
+
+    def _open_staging(self, step: int) -> Path:
+        """Collective: an empty staging folder for `step` (rank 0 makes it; all ranks wait)."""
+        staging = self.directory / f".staging_step_{step:08d}"
+        if get_rank() == 0:
+            if staging.exists():
+                shutil.rmtree(staging)  # left over from a crash
+            staging.mkdir(parents=True)
+        barrier()
+        return staging
+
+    def _publish(self, step: int, staging: Path) -> None:
+        """Rank 0: the complete staging folder becomes step_N atomically, `latest` names it, old
+        steps are pruned."""
+        final = self.directory / f"step_{step:08d}"
+        if final.exists():  # same step saved again (e.g. final save right after a periodic one)
+            shutil.rmtree(final)
+        staging.rename(final)
+        with atomic_path(self.directory / "latest") as tmp:
+            tmp.write_text(final.name + "\n")
+        self._prune(step)
 
     def checkpoints(self) -> list[Path]:
         """Complete checkpoint directories, oldest first."""

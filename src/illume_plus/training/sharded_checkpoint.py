@@ -17,7 +17,6 @@ plain model, and DCP runs without a process group.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
@@ -37,13 +36,7 @@ class ShardedCheckpointManager(CheckpointManager):
                      rank_state: dict | None = None) -> Path:
         """Collective. `extra_tensors`: more (possibly sharded) tensor dicts, e.g. {"ema": shadow}."""
         rank = get_rank()
-        final = self.directory / f"step_{step:08d}"
-        staging = self.directory / f".staging_step_{step:08d}"
-        if rank == 0:
-            if staging.exists():
-                shutil.rmtree(staging)  # left over from a crash
-            staging.mkdir(parents=True)
-        barrier()
+        staging = self._open_staging(step)
         model_state, optimizer_state = get_state_dict(model, optimizer)
         dcp.save({"model": model_state, "optimizer": optimizer_state, **(extra_tensors or {})},
                  checkpoint_id=str(staging / DCP_DIR))
@@ -53,14 +46,9 @@ class ShardedCheckpointManager(CheckpointManager):
         if rank == 0:
             with atomic_path(staging / "training_state.pt") as tmp:
                 torch.save({**training_state, "step": step, "world_size": get_world_size()}, tmp)
-            if final.exists():  # the same step saved again
-                shutil.rmtree(final)
-            staging.rename(final)
-            with atomic_path(self.directory / "latest") as tmp:
-                tmp.write_text(final.name + "\n")
-            self._prune(step)
+            self._publish(step, staging)
         barrier()
-        return final
+        return self.directory / f"step_{step:08d}"
 
     @staticmethod
     def load_sharded(checkpoint: Checkpoint, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
