@@ -19,21 +19,28 @@ import numpy as np
 from .splits import example
 from .text import chat_turn
 
-MIXTURE = (
-    "sources:\n"
-    "  - {name: questions, format: conversation, path: conversation.jsonl, weight: 1.0}\n"
-    "  - {name: chat, format: text, path: text.jsonl, weight: 0.2}\n"
-    "  - {name: captions, format: t2i, path: t2i.jsonl, codes: codes/t2i, weight: 1.0}\n"
-    "  - {name: edits, format: edit, path: edit.jsonl, codes: codes/edit, weight: 1.0}\n"
-)
+# name -> (format, list file, codes folder or None)
+SOURCES = {"questions": ("conversation", "conversation.jsonl", None), "chat": ("text", "text.jsonl", None),
+           "captions": ("t2i", "t2i.jsonl", "codes/t2i"), "edits": ("edit", "edit.jsonl", "codes/edit")}
+WEIGHTS = {"questions": 1.0, "chat": 0.2, "captions": 1.0, "edits": 1.0}
+
+
+def mixture_yaml(weights: dict[str, float] = WEIGHTS) -> str:
+    lines = ["sources:"]
+    for name, (fmt, path, codes) in SOURCES.items():
+        codes_field = f", codes: {codes}" if codes else ""
+        lines.append(f"  - {{name: {name}, format: {fmt}, path: {path}{codes_field}, weight: {weights[name]}}}")
+    return "\n".join(lines) + "\n"
 
 
 def _turns(question: str, answer: str, image: bool) -> list[dict]:
     return [{"from": "human", "value": f"<image>\n{question}" if image else question}, {"from": "gpt", "value": answer}]
 
 
-def write_world_mllm_data(out_dir: str | Path, split: str = "train", num: int = 1000, start: int = 0) -> dict[str, Path]:
-    """Examples `start .. start+num-1` of `split`, one row of each format per example."""
+def write_world_mllm_data(out_dir: str | Path, split: str = "train", num: int = 1000, start: int = 0,
+                          weights: dict[str, float] = WEIGHTS) -> dict[str, Path]:
+    """Examples `start .. start+num-1` of `split`, one row of each format per example, and
+    mixture.yaml (written last) weighting the four sources by `weights`."""
     out_dir = Path(out_dir)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     rows = {k: [] for k in ("conversation", "text", "t2i", "edit")}
@@ -53,7 +60,7 @@ def write_world_mllm_data(out_dir: str | Path, split: str = "train", num: int = 
     for kind, items in rows.items():
         paths[kind] = out_dir / f"{kind}.jsonl"
         paths[kind].write_text("".join(json.dumps(r) + "\n" for r in items))
-    (out_dir / "mixture.yaml").write_text(MIXTURE)
+    (out_dir / "mixture.yaml").write_text(mixture_yaml(weights))
     return paths
 
 

@@ -8,8 +8,8 @@ skipped on the next run, an interrupted one resumes from its latest checkpoint):
   0  text-aligned ViT: the tiny Qwen2-VL tower trained contrastively on captions (`encoder_pretraining`)
   1  DualViTok on world images (SimVQ on both branches), the ViT from stage 0 frozen in it,
      with the project's tokenizer recipe (`training.tokenizer`)
-  2  the MLLM, stages 1-3 of the paper, on understanding, text-to-image, editing and chat
-     (needs the MLLM training recipe; not wired yet)
+  2  the MLLM, stages 1-3 of the paper, on understanding, text-to-image, editing and chat, then
+     the final pipeline folder `--out/final` (`mllm_recipe.py`)
 """
 
 from __future__ import annotations
@@ -68,10 +68,11 @@ def stage0_alignment(out: Path, steps: int) -> Path:
 
 
 def stage1_tokenizer(out: Path, vit_path: Path, steps: int, minutes: float | None, batch_size: int,
-                     num_images: int) -> Path:
+                     num_images: int, lr: float = 5e-4) -> Path:
     from ..training.tokenizer import ModelSection, TokenizerTrainingConfig, train
     from ..data import ImageDataConfig
     from ..losses import TokenizerLossConfig
+    from ..training.optim import OptimizerConfig
     from ..training.run import TrainSection
 
     stage = out / "stage1_tokenizer"
@@ -84,12 +85,15 @@ def stage1_tokenizer(out: Path, vit_path: Path, steps: int, minutes: float | Non
         model=ModelSection(preset=WORLD_TOKENIZER["preset"], quantizer="simvq", overrides=overrides,
                            vit_weights=str(vit_path)),
         data=ImageDataConfig(source="folder", path=str(images), resize="fixed", size=IMAGE_SIZE),
-        loss=TokenizerLossConfig(perceptual_weight=0.0, gan_weight=0.0, disc_start=10**9),
+        # L1 (the paper's text; the release uses MSE): flat shapes need sharp outlines for the
+        # detector, and L1 stops averaging edge pixels sooner. No LPIPS (no VGG weights offline), no GAN.
+        loss=TokenizerLossConfig(reconstruction="l1", perceptual_weight=0.0, gan_weight=0.0, disc_start=10**9),
         train=TrainSection(output_dir=str(stage), batch_size=batch_size, max_steps=steps, max_minutes=minutes,
                            mixed_precision="no", checkpoint_every=25, keep_last=1, log_every=5,
                            device="cpu"),
     )
-    config.generator_optimizer.lr = 4e-4
+    config.generator_optimizer = OptimizerConfig(lr=lr, schedule="cosine", warmup_steps=min(50, steps // 10),
+                                                 min_lr_ratio=0.1)
     train(config)
     finished = (stage / "checkpoints" / "latest").exists() and _latest_step(stage) >= steps
     if finished:
@@ -107,14 +111,23 @@ def _latest_step(stage: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="illume-plus train world", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/world", help="working folder (stages, checkpoints, data)")
-    parser.add_argument("--stages", default="0,1", help="comma-separated stages to run (default 0,1)")
+    parser.add_argument("--stages", default="0,1,2", help="comma-separated stages to run (default: all)")
     parser.add_argument("--alignment-steps", type=int, default=800)
     parser.add_argument("--vit", type=Path, default=None,
                         help="a finished stage-0 ViT (e.g. artifacts/world/stage0_vit.safetensors): skips stage 0")
-    parser.add_argument("--tokenizer-steps", type=int, default=2000)
+    parser.add_argument("--tokenizer-steps", type=int, default=1200)
     parser.add_argument("--tokenizer-minutes", type=float, default=None, help="stop stage 1 after this long")
     parser.add_argument("--tokenizer-batch-size", type=int, default=8)
     parser.add_argument("--tokenizer-images", type=int, default=4000)
+    parser.add_argument("--tokenizer-lr", type=float, default=5e-4)
+    parser.add_argument("--tokenizer", type=Path, default=None,
+                        help="a finished stage-1 DualViTok folder for stage 2 (default: OUT/stage1_tokenizer/final)")
+    parser.add_argument("--mllm-steps", type=int, nargs=3, default=[100, 1500, 300], metavar=("S1", "S2", "S3"),
+                        help="steps of the MLLM's three stages")
+    parser.add_argument("--mllm-batch-size", type=int, default=16)
+    parser.add_argument("--mllm-lr", type=float, default=1e-3)
+    parser.add_argument("--mllm-examples", type=int, default=6000, help="training examples (each in all 4 tasks)")
+    parser.add_argument("--mllm-minutes", type=float, default=None, help="stop each MLLM stage after this long")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -135,11 +148,16 @@ def main(argv: list[str] | None = None) -> int:
         if not vit_path.exists():
             parser.error(f"stage 1 needs the stage-0 encoder at {vit_path}; run stage 0 first")
         stage1_tokenizer(out, vit_path, args.tokenizer_steps, args.tokenizer_minutes, args.tokenizer_batch_size,
-                         args.tokenizer_images)
+                         args.tokenizer_images, args.tokenizer_lr)
     if "2" in stages:
-        print("illume-plus train world: stage 2 (MLLM) needs the MLLM training recipe, which is not in this "
-              "build yet", flush=True)
-        return 2
+        from .mllm_recipe import stage2_mllm
+
+        tokenizer_dir = args.tokenizer or out / "stage1_tokenizer" / "final"
+        if not (tokenizer_dir / "config.json").is_file():
+            parser.error(f"stage 2 needs the stage-1 DualViTok at {tokenizer_dir}; run stage 1 first")
+        final = stage2_mllm(out, tokenizer_dir, num_train=args.mllm_examples, batch_size=args.mllm_batch_size,
+                            steps=tuple(args.mllm_steps), lr=args.mllm_lr, minutes=args.mllm_minutes)
+        print(f"the trained pipeline folder: {final}  (illume-plus eval world --model {final})", flush=True)
     save_json({"stages_run": sorted(stages)}, out / "last_run.json")
     return 0
 
