@@ -64,6 +64,22 @@ def test_reconstruction_kind_switches_mse_l1(kind, expected):
     assert logs["reconstruction_loss"] == pytest.approx(expected)
 
 
+def test_saturated_pixel_weight_counts_colourful_pixels_and_their_surround_more():
+    """Grey image with one red pixel at (8, 8): the error sits either 2 pixels away from it (inside
+    the grown mask: weight 1 + w) or 10 pixels away (outside: weight 1); normalised by the mean weight."""
+    images = torch.zeros(1, 3, 32, 32)
+    images[0, :, 8, 8] = torch.tensor([1.0, -1.0, -1.0])
+    w = 20.0
+    loss_fn = TokenizerLoss(only("reconstruction_weight", reconstruction="l1", saturated_pixel_weight=w))
+    mean_weight = 1 + w * 25 / 1024  # the 5x5 grown mask
+    for (y, x), pixel_weight in (((10, 8), 1 + w), ((20, 20), 1.0)):
+        out = make_out()
+        out.reconstruction = images.clone()
+        out.reconstruction[0, 0, y, x] += 0.5
+        loss, _ = loss_fn.generator_loss(images, out, step=0)
+        assert loss.item() == pytest.approx(0.5 * pixel_weight / (3 * 1024) / mean_weight, rel=1e-5)
+
+
 def test_semantic_cosine_loss_on_constructed_directions():
     target = torch.randn(2, 8, 3, 3)
     assert semantic_cosine_loss(3.0 * target, target).item() == pytest.approx(0.0, abs=1e-6)

@@ -44,11 +44,11 @@ def detector_accuracy(scenes, images) -> float:
 
 
 @torch.no_grad()
-def tokenizer_figures(tokenizer, count: int, batch_size: int = 16) -> dict:
+def tokenizer_figures(tokenizer, count: int, batch_size: int = 16, start: int = 0) -> dict:
     """Reconstruction PSNR / SSIM, codebook use, and the detector's accuracy on clean renders
-    and on their reconstructions, over `count` held-out scenes."""
+    and on their reconstructions, over `count` held-out scenes from test example `start`."""
     tokenizer.eval()
-    scenes = [e.scene for e in examples(EVAL_SPLIT, count)]
+    scenes = [e.scene for e in examples(EVAL_SPLIT, count, start)]
     clean = [render_scene(s) for s in scenes]
     semantic_use = CodebookUsage(tokenizer.config.semantic_codebook_size)
     pixel_use = CodebookUsage(tokenizer.config.pixel_codebook_size)
@@ -72,9 +72,10 @@ def tokenizer_figures(tokenizer, count: int, batch_size: int = 16) -> dict:
     }
 
 
-def mllm_figures(pipeline, count: int, seed: int = 0) -> dict:
-    """Generation, VQA and editing on `count` held-out examples through a `Pipeline`."""
-    exs = examples(EVAL_SPLIT, count)
+def mllm_figures(pipeline, count: int, seed: int = 0, start: int = 0) -> dict:
+    """Generation, VQA and editing on `count` held-out examples (from test example `start`)
+    through a `Pipeline`, with its folder's sampling defaults."""
+    exs = examples(EVAL_SPLIT, count, start)
     size = (IMAGE_SIZE, IMAGE_SIZE)
     out = {}
     generated = pipeline.generate([e.caption for e in exs], size=size, any_size=True, seed=seed)
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", type=Path, default=None, help="score only this DualViTok folder")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--count", type=int, default=64, help="held-out examples per benchmark")
+    parser.add_argument("--start", type=int, default=0, help="first test example (other seeds: other scenes)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     if args.count < 1:
@@ -136,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         pipeline, tokenizer = None, DualViTok.from_pretrained(args.tokenizer)
     else:
         pipeline, tokenizer = load_model_folder(args.model)
-    figures = tokenizer_figures(tokenizer, args.count)
+    figures = tokenizer_figures(tokenizer, args.count, start=args.start)
     if pipeline is not None:
-        figures.update(mllm_figures(pipeline, args.count))
+        figures.update(mllm_figures(pipeline, args.count, start=args.start))
     figures["eval_seconds"] = round(time.time() - started, 1)
     print_table(figures)
     if args.json is not None:
