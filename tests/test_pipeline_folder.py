@@ -104,10 +104,10 @@ def test_the_authors_release_is_detected_and_loads_from_any_of_its_folders(tmp_p
     assert detect(ours / "diffusion_decoder") == KIND_DECODER
 
 
-def test_the_packaged_default_model_loads_and_says_it_is_untrained():
+def test_the_packaged_default_model_loads_and_is_trained():
     assert (DEFAULT_MODEL_DIR / "pipeline.json").is_file()
     pipe = Pipeline.from_pretrained(device="cpu")
-    assert pipe.card.trained is False
+    assert pipe.card.trained is True
     size, outside = pipe.default_size()
     assert pipe.config.generation_sizes and size == tuple(pipe.card.default_size)
     result = pipe.generate("a red circle", decode=False)

@@ -132,24 +132,24 @@ def _shots_dir(tmp_path_factory) -> Path:
 
 
 def test_one_conversation_understands_generates_and_edits(page, tmp_path, tmp_path_factory):
-    from illume_plus.data.procedural import render_procedural_image
+    from illume_plus.world import example
 
     shots = _shots_dir(tmp_path_factory)
     photo = tmp_path / "shapes.png"
-    render_procedural_image(0, 256, 256).save(photo)
+    example("test", 2).image().save(photo)  # a shape-world scene: what the default model knows
 
-    _send(page, "What is in this image?", upload=photo)
+    _send(page, "Describe the picture.", upload=photo)
     _wait_for_bot_messages(page, 1)
     answer = _bot_messages(page).nth(0).inner_text().strip()
     assert answer and "Could not" not in answer and "Cannot" not in answer, answer
 
-    _send(page, "draw an image of a red circle on a white background")
+    _send(page, "draw an image of a large red circle in the center")
     page.wait_for_selector("#conversation [data-testid=bot] img")
     generated = _pixels(page, page.locator("#conversation [data-testid=bot] img").last)
     assert generated.shape[0] > 32 and generated.shape[1] > 32
     assert generated.std() > 2.0, "the generated image is blank"
 
-    _send(page, "make it blue")
+    _send(page, "make the red circle blue")
     page.wait_for_function("document.querySelectorAll('#conversation [data-testid=bot] img').length >= 2")
     edited = _pixels(page, page.locator("#conversation [data-testid=bot] img").last)
     assert edited.std() > 2.0, "the edited image is blank"

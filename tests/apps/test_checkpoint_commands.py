@@ -16,12 +16,12 @@ def _quiet(recwarn):
 
 def test_tokenize_encode_decode_reconstruct(tmp_path, capsys):
     image = tmp_path / "in.png"
-    Image.new("RGB", (96, 64), "orange").save(image)
+    Image.new("RGB", (128, 128), "orange").save(image)  # the default (shape-world) model's size
     assert main(["tokenize", "encode", str(image), "--out", str(tmp_path / "codes.pt")]) == 0
     codes = torch.load(tmp_path / "codes.pt", weights_only=True)
-    assert tuple(codes["pixel_ids"].shape) == (4, 6)  # 64x96 / 16
+    assert tuple(codes["pixel_ids"].shape) == (8, 8)  # 128 / 16
     assert main(["tokenize", "decode", str(tmp_path / "codes.pt"), "--out", str(tmp_path / "dec.png")]) == 0
-    assert Image.open(tmp_path / "dec.png").size == (96, 64)
+    assert Image.open(tmp_path / "dec.png").size == (128, 128)
     assert main(["tokenize", "reconstruct", str(image), "--out", str(tmp_path / "rec.png")]) == 0
     assert "PSNR" in capsys.readouterr().out
     assert main(["tokenize", "decode", str(image), "--out", str(tmp_path / "x.png")]) == 2

@@ -67,8 +67,11 @@ def build_app(pipe, concurrency_limit: int = 1, max_queue: int = 64):
     gr = _import_gradio()
     image_dir = Path(tempfile.mkdtemp(prefix="illume-plus-demo-"))
     card = getattr(pipe, "card", None)
-    notice = ("**Note:** this model is an untrained stand-in (random weights): its images are noise."
-              if card is not None and not card.trained else "")
+    notice = ""
+    if card is not None and not card.trained:
+        notice = "**Note:** this model is an untrained stand-in (random weights): its images are noise."
+    elif card is not None and card.description:
+        notice = f"**Model:** {card.description}"
     has_diffusion = callable(getattr(pipe, "decoder", None))
     counter = itertools.count()
 

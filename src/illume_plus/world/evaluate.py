@@ -72,20 +72,22 @@ def tokenizer_figures(tokenizer, count: int, batch_size: int = 16, start: int = 
     }
 
 
-def mllm_figures(pipeline, count: int, seed: int = 0, start: int = 0) -> dict:
-    """Generation, VQA and editing on `count` held-out examples (from test example `start`)
-    through a `Pipeline`, with its folder's sampling defaults."""
-    exs = examples(EVAL_SPLIT, count, start)
+def mllm_figures(pipeline, count: int, seed: int = 0, start: int = 0, split: str = EVAL_SPLIT,
+                 generate: dict | None = None, edit: dict | None = None) -> dict:
+    """Generation, VQA and editing on `count` held-out examples (from example `start` of `split`)
+    through a `Pipeline`, with its folder's sampling defaults unless `generate` / `edit` give
+    keyword arguments (e.g. {"guidance_scale": 3.0, "temperature": 0.5}; the sampling sweep)."""
+    exs = examples(split, count, start)
     size = (IMAGE_SIZE, IMAGE_SIZE)
     out = {}
-    generated = pipeline.generate([e.caption for e in exs], size=size, any_size=True, seed=seed)
+    generated = pipeline.generate([e.caption for e in exs], size=size, any_size=True, seed=seed, **(generate or {}))
     prompts = [e.scene for e in exs]
     out.update(generation_scores(prompts, [detect_objects(r.image) for r in generated]))
     out.update(generation_chance(prompts))
     answers = [pipeline.understand(e.image(), e.qa.question, max_new_tokens=16) for e in exs]
     out.update(vqa_scores([e.qa for e in exs], answers))
     edited = pipeline.edit([e.image() for e in exs], [e.edit.instruction for e in exs], size=size, any_size=True,
-                           seed=seed)
+                           seed=seed, **(edit or {}))
     out["edit_success"] = edit_success([e.edit for e in exs], [detect_objects(r.image) for r in edited])
     out["edit_success_chance"] = edit_chance(prompts, [e.edit for e in exs])
     psnrs = [preservation_psnr(np.asarray(r.image.convert("RGB")), np.asarray(e.image()),

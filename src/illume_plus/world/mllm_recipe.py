@@ -146,6 +146,9 @@ def assemble_pipeline(mllm_dir: Path, tokenizer_dir: Path, out_dir: Path, descri
     return pipe.save_pretrained(out_dir, card)
 
 
+DESCRIPTION = ("the shape-world ILLUME+, trained on one CPU by `illume-plus train world` (docs/world.md). It knows "
+               "128x128 scenes of up to 4 coloured shapes on a 3x3 grid: try \"a large red circle in the center\", "
+               "ask \"where is the blue star?\" about a shape picture, or \"make the red circle green\".")
 # Sampling defaults of the shipped world model (pipeline.json), chosen on validation scenes.
 DEFAULT_SAMPLING = {"generate": {"guidance_scale": 2.0}, "edit": {"guidance_scale": 1.5}}
 
@@ -163,8 +166,7 @@ def stage2_mllm(out: Path, tokenizer_dir: Path, *, num_train: int = 6000, num_va
                              batch_size, minutes, model_overrides)
     final = out / "final"
     if not (final / "pipeline.json").exists():
-        assemble_pipeline(previous, tokenizer_dir, final,
-                          "Shape-world ILLUME+: trained on one CPU by `illume-plus train world` (docs/world.md).")
+        assemble_pipeline(previous, tokenizer_dir, final, DESCRIPTION)
     return final
 
 
