@@ -179,9 +179,9 @@ class SpeculativeDecoder:
             positions = (base[:, None] + torch.arange(width)).to(device)
             # row r writes its window at columns held[r] .. held[r] + width - 1: query j sees
             # the columns up to its own (causal), past any stale ones of the longest row
-            held = torch.tensor(cache.row_lengths(), device=device)
-            keys = int(held.max()) + width
-            limit = held[:, None] + torch.arange(width, device=device)  # (rows, width)
+            held = cache.row_lengths()  # host ints: no device sync for the key count
+            keys = max(held) + width
+            limit = torch.tensor(held, device=device)[:, None] + torch.arange(width, device=device)  # (rows, width)
             mask = visible[:, None, None, :keys] & (key_index[:keys] <= limit[:, :, None])[:, None]
             out = model.step(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                              all_positions=True)
