@@ -64,10 +64,10 @@ class _PreallocatedLayer(CacheLayerMixin):
         else:  # each row writes after its own kept columns (one indexed copy per tensor)
             lengths, starts = self.rows
             columns = starts[:, None] + torch.arange(k, device=starts.device)  # (rows, k)
-            rows = torch.arange(len(lengths), device=starts.device)[:, None]
+            row = torch.arange(len(lengths), device=starts.device)[:, None]
             # indices on dims 0 and 2 put (rows, k) first: (rows, k, heads, head_dim)
-            self.keys[rows, :, columns] = key_states.transpose(1, 2)
-            self.values[rows, :, columns] = value_states.transpose(1, 2)
+            self.keys[row, :, columns] = key_states.transpose(1, 2)
+            self.values[row, :, columns] = value_states.transpose(1, 2)
             self.rows = ([n + k for n in lengths], starts + k)
         self.length = stop
         return self.keys[:, :, :stop], self.values[:, :, :stop]
@@ -94,7 +94,8 @@ class PreallocatedKVCache(Cache):
     """A transformers `Cache` whose layers hold at most `max_length` positions, preallocated.
 
     Used wherever a `DynamicCache` would be: pass it as the model's `past_key_values` for the
-    prefill and every step; `get_seq_length()` is the number of positions written so far."""
+    prefill and every step; `get_seq_length()` is the number of positions written so far (the
+    longest row's, after a per-row `rollback`)."""
 
     def __init__(self, num_layers: int, max_length: int):
         if max_length < 1:
