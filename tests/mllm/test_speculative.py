@@ -279,3 +279,40 @@ def test_a_request_does_not_depend_on_its_batch_mates(tiny_engine):
     assert torch.equal(alone[0].token_ids, mates[1].token_ids)
     # sampled frames are well formed (parse_frame re-checks every forced token)
     assert [tuple(o.images[0].pixel_ids.shape) for o in mates] == [(8, 8), (4, 4), (4, 8)]
+
+
+def test_the_engine_allocates_its_kv_cache_once(tiny_engine, monkeypatch):
+    """Every forward of a request runs on the same cache buffers, allocated by the prefill,
+    across rejections and a batch whose rows keep different lengths (no growth, no copies)."""
+    from illume_plus.mllm.kv_cache import PreallocatedKVCache
+
+    seen = []
+    step = tiny_engine.model.step
+
+    def recording_step(*args, past_key_values=None, **kwargs):
+        buffers = [(layer.keys.data_ptr(), tuple(layer.keys.shape), layer.values.data_ptr())
+                   for layer in past_key_values.layers]
+        seen.append((past_key_values, buffers, past_key_values.row_lengths()))
+        return step(*args, past_key_values=past_key_values, **kwargs)
+
+    monkeypatch.setattr(tiny_engine.model, "step", recording_step)
+    processor = tiny_engine.processor
+    tiny_engine.generate([image_request(processor, "a", (64, 64), seed=1),
+                          image_request(processor, "b", (64, 128), seed=2)],
+                         speculative=SpeculativeConfig(window_init=4, window_max=6))
+    assert len(seen) > 2
+    assert len({id(cache) for cache, _, _ in seen}) == 1 and isinstance(seen[0][0], PreallocatedKVCache)
+    assert all(buffers == seen[0][1] for _, buffers, _ in seen)
+    assert any(len(set(lengths)) > 1 for _, _, lengths in seen)  # rows did keep different lengths
+
+
+@pytest.mark.parametrize("speculative", [True, False])
+def test_decoding_logs_no_cache_deprecation(tiny_engine, monkeypatch, speculative):
+    """transformers 5.24 logs once that `past_key_values` is deprecated when it is asked for
+    by that name (our decoder call once read the output that way, on both paths)."""
+    from transformers.utils import generic
+
+    messages = []
+    monkeypatch.setattr(generic.logger, "warning_once", lambda *args, **kwargs: messages.append(args))
+    tiny_engine.generate([image_request(tiny_engine.processor, "a", (64, 64))], speculative=speculative)
+    assert not messages

@@ -176,9 +176,11 @@ class IllumePlus(nn.Module):
     # ------------------------------------------------------------------ language model
     def _decoder(self, inputs_embeds, attention_mask, position_ids, past_key_values=None, use_cache=False):
         decoder = self.language_model.model
+        key = _cache_argument(decoder)
         out = decoder(inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-                      use_cache=use_cache, **{_cache_argument(decoder): past_key_values})
-        return out.last_hidden_state, out.get("cache", out.get("past_key_values"))
+                      use_cache=use_cache, **{key: past_key_values})
+        # the output field has the keyword's name; asking 5.24+ for `past_key_values` logs a deprecation
+        return out.last_hidden_state, out.get(key)
 
     def logits_from_hidden(self, hidden: torch.Tensor, vocab_range: tuple[int, int] | None = None) -> torch.Tensor:
         """LM-head logits in fp32 for hidden states (..., D), optionally for the ids

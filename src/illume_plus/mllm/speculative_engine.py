@@ -22,9 +22,11 @@ are used differently). Per forward, top to bottom:
 4. `verify_window` / `refresh_drafts` (speculative.py), with uniforms pre-drawn from each
    request's own generator (one row per forward it takes part in), so a request's tokens
    never depend on its batch mates.
-5. KV rollback: the cache keeps the columns of the accepted tokens; it is cropped to the
-   longest accepted run of the batch, and a row's columns past its own run become holes,
-   masked out for good (none at batch size 1).
+5. KV rollback: one `PreallocatedKVCache` (kv_cache.py) holds the whole request, sized up
+   front for the prompt, the longest frame and the widest window. Each row keeps the columns
+   of its own accepted tokens (`rollback`: the valid length set back, nothing reallocated or
+   copied); the next forward writes each row right after them, so rows of batch mates with
+   different acceptance never leave holes, and the mask hides a shorter row's stale columns.
 
 `last_stats` holds the forwards run and the tokens fixed per forward, per phase.
 """
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .engine import PHASE_FORCED, PHASE_PIXEL, PHASE_SEMANTIC
+from .kv_cache import PreallocatedKVCache
 from .sampling import RowSampling, apply_repetition_penalty, cfg_mix, make_generator, processed_probs
 from .speculative import SpeculativeConfig, WindowPolicy, refresh_drafts, verify_window
 
@@ -73,6 +76,11 @@ class _Request:
         self.pos = 1  # tokens fixed (the forced <start_of_image> needs no forward)
         self.ready = 0  # drafts ready for the slots right after the next fixed one
         self.iteration = 0  # forwards this request sampled in (its row of uniforms)
+        self.cached = 0  # frame tokens in the KV cache (pos - 1 while decoding: the pending one is fed next)
+        # The widest window a forward can feed: its pending token, at most window_max code
+        # slots and the forced tokens among them, up to the next code slot (or the frame end).
+        edges, w = self.all_slots + [self.length], config.window_max
+        self.max_width = max(e - (edges[m - w - 1] if m > w else 0) for m, e in enumerate(edges))
 
     @property
     def done(self) -> bool:
@@ -123,13 +131,20 @@ class SpeculativeDecoder:
         batch = self.engine.processor.collate([r.prompt for r in requests]
                                               + [requests[i].unconditional_prompt for i in cfg_requests],
                                               padding_side="left").to(device)
-        cache = model.prefill(batch, compute_logits=False).past_key_values
-        valid = batch.attention_mask.bool()  # (rows, keys): which cache columns a row attends to
+        prompt_columns = batch.attention_mask.shape[1]
         prompt_length = batch.attention_mask.sum(-1).tolist()
+        longest = max(s.length for s in states)
+        reach = max(s.max_width for s in states)  # a row writes at most this far past its kept columns
+        # allocated once: no forward allocates cache memory, a rejection only sets lengths back
+        cache = PreallocatedKVCache(model.config.num_hidden_layers, prompt_columns + longest + reach)
+        model.prefill(batch, past_key_values=cache, compute_logits=False)
+        # (rows, keys): a row attends to its real prompt tokens and to its frame columns
+        visible = torch.ones(len(row_request), prompt_columns + longest + reach, dtype=torch.bool, device=device)
+        visible[:, :prompt_columns] = batch.attention_mask.bool()
+        key_index = torch.arange(visible.shape[1], device=device)
 
         # the frame being written: forced tokens in place, drafts and fixed codes go into the slots
-        longest = max(s.length for s in states)
-        seq = torch.full((n, longest + cfg.window_max + 64), self.layout.pad_token_id, dtype=torch.long)
+        seq = torch.full((n, longest + reach), self.layout.pad_token_id, dtype=torch.long)
         for i, (tokens, _) in enumerate(schedules):
             seq[i, : len(tokens)] = torch.where(tokens >= 0, tokens, self.layout.pad_token_id)
         seq = seq.to(device)
@@ -151,23 +166,25 @@ class SpeculativeDecoder:
                 break
             windows = {i: states[i].window() for i in active}
             width = max(w[4] - states[i].pos + 1 for i, w in windows.items())
-            starts = torch.zeros(n, dtype=torch.long)
+            # every row feeds the `width` frame tokens after its cached ones (a finished
+            # request's row too: one batch tensor; those columns are rolled back unread)
+            starts = torch.tensor([s.cached for s in states])
             for i in active:  # drafts into their slots of the frame
                 phase, first, count, _, _ = windows[i]
-                starts[i] = states[i].pos - 1
                 if count:
                     where = torch.tensor(states[i].slots[phase][first:first + count], device=device)
                     seq[i, where] = drafts[phase][i, :count] + self.engine.ranges[phase][0]
             ids = seq.gather(1, (starts[:, None] + torch.arange(width)).to(device))[row_request]
             base = torch.tensor([prompt_length[r] + starts[row_request[r]] for r in range(len(row_request))])
             positions = (base[:, None] + torch.arange(width)).to(device)
-            past = valid.shape[1]
-            causal = torch.ones(width, width, dtype=torch.bool, device=device).tril()
-            mask = torch.cat([valid[:, None, None, :].expand(-1, 1, width, -1),
-                              causal[None, None].expand(len(row_request), 1, -1, -1)], dim=-1)
+            # row r writes its window at columns held[r] .. held[r] + width - 1: query j sees
+            # the columns up to its own (causal), past any stale ones of the longest row
+            held = cache.row_lengths()  # host ints: no device sync for the key count
+            keys = max(held) + width
+            limit = torch.tensor(held, device=device)[:, None] + torch.arange(width, device=device)  # (rows, width)
+            mask = visible[:, None, None, :keys] & (key_index[:keys] <= limit[:, :, None])[:, None]
             out = model.step(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                              all_positions=True)
-            cache = out.past_key_values
             stats.forwards += 1
 
             fixed_upto = {}
@@ -178,18 +195,13 @@ class SpeculativeDecoder:
                         phase, group, windows, states, out.hidden, uncond_row, seq, seen, settings, guidance,
                         uniforms, drafts, q, stats))
 
-            kept = [0] * len(row_request)
             for i in active:
-                kept[i] = fixed_upto[i] - states[i].pos  # window columns now part of the context
                 if seen is not None:
                     seen[i, seq[i, states[i].pos:fixed_upto[i]]] = True
                 states[i].pos = fixed_upto[i]
-            for i, row in uncond_row.items():
-                kept[row] = kept[i]
-            keep = max(kept)
-            new = torch.arange(keep)[None, :] < torch.tensor(kept)[:, None]
-            valid = torch.cat([valid, new.to(device)], dim=1)
-            cache.crop(keep - width)  # drop the rejected columns (transformers: a negative count)
+                states[i].cached = fixed_upto[i] - 1  # the accepted run; the new pending token comes next
+            # the one rollback: each row keeps its prompt and its request's accepted tokens
+            cache.rollback([prompt_columns + states[request].cached for request in row_request])
             if on_step is not None:
                 on_step(max(s.pos for s in states) - 1, None)
 
