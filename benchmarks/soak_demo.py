@@ -16,7 +16,11 @@ import time
 from gradio_client import Client
 
 from illume_plus.apps.web import launch
-from illume_plus.pipeline_folder import load_pipeline
+from illume_plus.pipeline_folder import DEFAULT_MODEL_DIR, load_pipeline
+
+# the size control's first choice: the packaged model's own size, from its card
+DEFAULT_SIZE_CHOICE = "model default ({}x{})".format(
+    *json.loads((DEFAULT_MODEL_DIR / "pipeline.json").read_text())["default_size"])
 
 p = argparse.ArgumentParser()
 p.add_argument("--concurrent", type=int, default=8)
@@ -31,7 +35,7 @@ client = Client(app.local_url, verbose=False, download_files=tempfile.mkdtemp())
 def one(i: int):
     text = f"draw an image of shape {i}" if args.task == "generate" else f"question {i}: what is here?"
     start = time.perf_counter()
-    history, _ = client.predict({"text": text, "files": []}, [], "model default (256x256)", None, i, None, None,
+    history, _ = client.predict({"text": text, "files": []}, [], DEFAULT_SIZE_CHOICE, None, i, None, None,
                                 None, None, 8, False, api_name="/respond")
     ok = history[-1]["role"] == "assistant" and "error" not in str(history[-1]["content"]).lower()
     return ok, time.perf_counter() - start

@@ -11,15 +11,21 @@ model, launched on 127.0.0.1 in this process, driven through its HTTP API with g
 
 import concurrent.futures
 import io
+import json
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from illume_plus.pipeline_folder import DEFAULT_MODEL_DIR
+
 pytest.importorskip("gradio")
 
 N_CONCURRENT = 6
+# the size control's first choice: the packaged model's own size, from its card
+DEFAULT_SIZE_CHOICE = "model default ({}x{})".format(
+    *json.loads((DEFAULT_MODEL_DIR / "pipeline.json").read_text())["default_size"])
 M_SEQUENTIAL = 12
 RSS_GROWTH_LIMIT_MB = 120  # over the last M - 4 requests; the first four warm caches and allocators
 
@@ -51,7 +57,7 @@ def _ask(client, text, upload=None, max_new_tokens=4):
     from gradio_client import handle_file
 
     message = {"text": text, "files": [handle_file(str(upload))] if upload else []}
-    history, _ = client.predict(message, [], "model default (256x256)", None, 0, None, None, None, None,
+    history, _ = client.predict(message, [], DEFAULT_SIZE_CHOICE, None, 0, None, None, None, None,
                                 max_new_tokens, False, api_name="/respond")
     return history
 

@@ -19,11 +19,12 @@ def test_the_package_imports_without_gradio():
 def test_app_has_one_conversation_endpoint_and_the_size_choices():
     pytest.importorskip("gradio")
     from illume_plus.apps.web import build_app, size_choices
-    from illume_plus.pipeline_folder import load_pipeline
+    from illume_plus.pipeline_folder import load_pipeline, random_pipeline
 
-    pipe = load_pipeline(device="cpu")
-    choices = size_choices(pipe)
+    choices = size_choices(random_pipeline("tiny"))  # the paper's 11 generation sizes
     assert choices[0].startswith("model default") and "512x512" in choices and len(choices) == 12
+    pipe = load_pipeline(device="cpu")  # the shape-world model knows one size
+    assert size_choices(pipe) == ["model default (128x128)", "128x128"]
     app = build_app(pipe)
     names = {d.get("api_name") for d in app.config["dependencies"]}
     assert "respond" in names and not {"generate", "edit", "understand"} & names

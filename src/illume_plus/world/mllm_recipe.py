@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 # world's 643-entry text tokenizer (padded to 704 rows, as Qwen pads its vocabulary).
 WORLD_MLLM = dict(
     hidden_size=256, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=4, intermediate_size=768,
-    text_vocab_rows=704, max_position_embeddings=1024,
+    text_vocab_rows=704, max_position_embeddings=4096,  # room for 1,024-token answers
     generation_sizes=[[IMAGE_SIZE, IMAGE_SIZE]], understanding_max_pixels=IMAGE_SIZE * IMAGE_SIZE,
     understanding_min_pixels=IMAGE_SIZE * IMAGE_SIZE,
 )
@@ -50,7 +50,7 @@ class WorldMllmStage:
     warmup_ratio: float = 0.03
 
 
-def world_stages(stage1_steps: int = 100, stage2_steps: int = 1500, stage3_steps: int = 300,
+def world_stages(stage1_steps: int = 50, stage2_steps: int = 2300, stage3_steps: int = 300,
                  lr: float = 1e-3) -> list[WorldMllmStage]:
     adaptors = [r"semantic_adaptor\.", r"pixel_adaptor\."]
     return [
@@ -154,7 +154,7 @@ DEFAULT_SAMPLING = {"generate": {"guidance_scale": 2.0}, "edit": {"guidance_scal
 
 
 def stage2_mllm(out: Path, tokenizer_dir: Path, *, num_train: int = 6000, num_val: int = 128, batch_size: int = 16,
-                steps: tuple[int, int, int] = (100, 1500, 300), lr: float = 1e-3, minutes: float | None = None,
+                steps: tuple[int, int, int] = (50, 2300, 300), lr: float = 1e-3, minutes: float | None = None,
                 model_overrides: dict | None = None) -> Path:
     """Data, the three stages and the final pipeline folder (`out/final`). `model_overrides`
     change WORLD_MLLM (tests use a smaller LLM)."""

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer-lr", type=float, default=1e-3)
     parser.add_argument("--tokenizer", type=Path, default=None,
                         help="a finished stage-1 DualViTok folder for stage 2 (default: OUT/stage1_tokenizer/final)")
-    parser.add_argument("--mllm-steps", type=int, nargs=3, default=[100, 1500, 300], metavar=("S1", "S2", "S3"),
+    parser.add_argument("--mllm-steps", type=int, nargs=3, default=[50, 2300, 300], metavar=("S1", "S2", "S3"),
                         help="steps of the MLLM's three stages")
     parser.add_argument("--mllm-batch-size", type=int, default=16)
     parser.add_argument("--mllm-lr", type=float, default=1e-3)
