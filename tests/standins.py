@@ -16,6 +16,20 @@ import torch
 
 from illume_plus.pipeline_folder import PipelineCard, random_pipeline
 
+def tiny_model_and_processor(seed: int = 0):
+    """(IllumePlus, IllumePlusProcessor) of the tiny preset with random weights drawn from `seed`
+    (the global RNG is reseeded), in eval mode, with the built-in tiny text tokenizer."""
+    from illume_plus.mllm.config import IllumePlusConfig
+    from illume_plus.mllm.model import IllumePlus
+    from illume_plus.mllm.processor import IllumePlusProcessor
+    from illume_plus.mllm.text_tokenizer import build_tiny_text_tokenizer
+
+    torch.manual_seed(seed)
+    config = IllumePlusConfig.from_name("tiny")
+    model = IllumePlus(config).eval()
+    return model, IllumePlusProcessor.from_text_tokenizer(build_tiny_text_tokenizer(), config)
+
+
 # Our prefix -> theirs (SPEC §3 "Origin-format checkpoint keys"), written out independently.
 THEIR_PREFIX = {
     "language_model.model.": "model.",

@@ -9,21 +9,16 @@ from illume_plus import Pipeline
 from illume_plus.mllm.config import IllumePlusConfig
 from illume_plus.mllm.frames import frame_ids
 from illume_plus.mllm.images import image_to_tensor
-from illume_plus.mllm.model import IllumePlus
-from illume_plus.mllm.processor import IllumePlusProcessor
-from illume_plus.mllm.text_tokenizer import build_tiny_text_tokenizer
 from illume_plus.tokenizer.model import DualViTok
+from tests.standins import tiny_model_and_processor
 
 FAST = dict(any_size=True, top_k=20)
 
 
 @pytest.fixture(scope="module")
 def parts():
-    torch.manual_seed(0)
-    config = IllumePlusConfig.from_name("tiny")
-    model = IllumePlus(config).eval()
-    processor = IllumePlusProcessor.from_text_tokenizer(build_tiny_text_tokenizer(), config)
-    tokenizer = DualViTok(config.tokenizer).eval()
+    model, processor = tiny_model_and_processor()
+    tokenizer = DualViTok(model.config.tokenizer).eval()
     return model, processor, tokenizer
 
 

@@ -5,22 +5,16 @@ from dataclasses import replace
 import pytest
 import torch
 
-from illume_plus.mllm.config import IllumePlusConfig
 from illume_plus.mllm.engine import DecodingEngine, GenerationRequest
-from illume_plus.mllm.model import IllumePlus
-from illume_plus.mllm.processor import IllumePlusProcessor
 from illume_plus.mllm.sampling import GenerationSettings, RowSampling, draw_uniforms, make_generator, sample_rows
-from illume_plus.mllm.text_tokenizer import build_tiny_text_tokenizer
+from tests.standins import tiny_model_and_processor
 
 SAMPLED = GenerationSettings.text_to_image(temperature=0.9, top_k=40, top_p=0.95)
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    torch.manual_seed(0)
-    config = IllumePlusConfig.from_name("tiny")
-    model = IllumePlus(config).eval()
-    processor = IllumePlusProcessor.from_text_tokenizer(build_tiny_text_tokenizer(), config)
+    model, processor = tiny_model_and_processor()
     return model, processor, DecodingEngine(model, processor)
 
 

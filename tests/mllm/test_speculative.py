@@ -10,6 +10,7 @@ from scipy.stats import chisquare
 
 from illume_plus.mllm.sampling import RowSampling, SamplingConfig, cfg_mix, processed_probs
 from illume_plus.mllm.speculative import SpeculativeConfig, WindowPolicy, refresh_drafts, verify_window
+from tests.standins import tiny_model_and_processor
 
 # ---------------------------------------------------------------------- a toy LM
 # Next-token logits at position t depend on the two tokens before it (0 before the start),
@@ -224,17 +225,9 @@ def test_window_policy_tracks_accepted_runs():
 # ---------------------------------------------------------------------- the engine path
 @pytest.fixture(scope="module")
 def tiny_engine():
-    from illume_plus.mllm.config import IllumePlusConfig
     from illume_plus.mllm.engine import DecodingEngine
-    from illume_plus.mllm.model import IllumePlus
-    from illume_plus.mllm.processor import IllumePlusProcessor
-    from illume_plus.mllm.text_tokenizer import build_tiny_text_tokenizer
 
-    torch.manual_seed(0)
-    config = IllumePlusConfig.from_name("tiny")
-    model = IllumePlus(config).eval()
-    processor = IllumePlusProcessor.from_text_tokenizer(build_tiny_text_tokenizer(), config)
-    return DecodingEngine(model, processor)
+    return DecodingEngine(*tiny_model_and_processor())
 
 
 def image_request(processor, caption, size, guidance=2.0, settings=None, seed=0):
