@@ -72,29 +72,33 @@ def tokenizer_figures(tokenizer, count: int, batch_size: int = 16, start: int = 
     }
 
 
-def mllm_figures(pipeline, count: int, seed: int = 0, start: int = 0, split: str = EVAL_SPLIT,
-                 generate: dict | None = None, edit: dict | None = None) -> dict:
-    """Generation, VQA and editing on `count` held-out examples (from example `start` of `split`)
-    through a `Pipeline`, with its folder's sampling defaults unless `generate` / `edit` give
-    keyword arguments (e.g. {"guidance_scale": 3.0, "temperature": 0.5}; the sampling sweep)."""
-    exs = examples(split, count, start)
+def generation_figures(pipeline, exs, seed: int = 0, **sampling) -> dict:
+    """GenEval-style generation scores (and their chance levels) of `pipeline` on the captions of `exs`."""
     size = (IMAGE_SIZE, IMAGE_SIZE)
-    out = {}
-    generated = pipeline.generate([e.caption for e in exs], size=size, any_size=True, seed=seed, **(generate or {}))
+    generated = pipeline.generate([e.caption for e in exs], size=size, any_size=True, seed=seed, **sampling)
     prompts = [e.scene for e in exs]
-    out.update(generation_scores(prompts, [detect_objects(r.image) for r in generated]))
-    out.update(generation_chance(prompts))
-    answers = [pipeline.understand(e.image(), e.qa.question, max_new_tokens=16) for e in exs]
-    out.update(vqa_scores([e.qa for e in exs], answers))
+    return {**generation_scores(prompts, [detect_objects(r.image) for r in generated]), **generation_chance(prompts)}
+
+
+def edit_figures(pipeline, exs, seed: int = 0, **sampling) -> dict:
+    """Editing success (with its chance level) and preservation PSNR on the instructions of `exs`."""
+    size = (IMAGE_SIZE, IMAGE_SIZE)
     edited = pipeline.edit([e.image() for e in exs], [e.edit.instruction for e in exs], size=size, any_size=True,
-                           seed=seed, **(edit or {}))
-    out["edit_success"] = edit_success([e.edit for e in exs], [detect_objects(r.image) for r in edited])
-    out["edit_success_chance"] = edit_chance(prompts, [e.edit for e in exs])
+                           seed=seed, **sampling)
     psnrs = [preservation_psnr(np.asarray(r.image.convert("RGB")), np.asarray(e.image()),
                                ~changed_cells_mask(e.edit.cells)) for r, e in zip(edited, exs)]
-    out["edit_preservation_psnr"] = float(np.mean([min(p, 100.0) for p in psnrs]))
-    out["mllm_examples"] = count
-    return out
+    return {"edit_success": edit_success([e.edit for e in exs], [detect_objects(r.image) for r in edited]),
+            "edit_success_chance": edit_chance([e.scene for e in exs], [e.edit for e in exs]),
+            "edit_preservation_psnr": float(np.mean([min(p, 100.0) for p in psnrs]))}
+
+
+def mllm_figures(pipeline, count: int, seed: int = 0, start: int = 0) -> dict:
+    """Generation, VQA and editing on `count` held-out test examples (from example `start`)
+    through a `Pipeline`, with its folder's sampling defaults."""
+    exs = examples(EVAL_SPLIT, count, start)
+    answers = [pipeline.understand(e.image(), e.qa.question, max_new_tokens=16) for e in exs]
+    return {**generation_figures(pipeline, exs, seed), **vqa_scores([e.qa for e in exs], answers),
+            **edit_figures(pipeline, exs, seed), "mllm_examples": count}
 
 
 def load_model_folder(directory: Path | None):
@@ -151,4 +155,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["tokenizer_figures", "mllm_figures", "detector_accuracy", "load_model_folder", "main"]
+__all__ = ["tokenizer_figures", "generation_figures", "edit_figures", "mllm_figures", "detector_accuracy",
+           "load_model_folder", "main"]
