@@ -37,6 +37,7 @@ GROUPS = {
     ("eval", "tokenizer"): ("illume_plus.evaluation.tokenizer:main", "PSNR / SSIM / rFID / codebook use"),
     ("train", "world"): ("illume_plus.world.recipe:main", "the whole recipe on the shape world (CPU, resumable)"),
     ("eval", "world"): ("illume_plus.world.evaluate:main", "shape-world benchmarks, programmatic judges"),
+    ("ablate", "world"): ("illume_plus.world.ablations:main", "the paper's ablations on the shape world"),
 }
 USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 

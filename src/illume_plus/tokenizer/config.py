@@ -39,6 +39,10 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 QUANTIZER_KINDS = ("simvq", "vq")
 NOISE_TYPES = ("random", "zero")
+# Which code maps reach the decoder: both (the paper's DualViTok) or one, for the single-branch
+# baselines of the paper's tokenizer ablation. The dropped branch's codes are all id 0 and its
+# channels of the fused map are zeros, so the decoder sees nothing of it.
+BRANCHES = ("dual", "semantic", "pixel")
 # Output projections of the semantic parts (the authors' `proj_layer` values).
 HEAD_PROJECTIONS = ("linear", "norm_linear", "mlp")
 DECODER_PROJECTIONS = ("linear_norm", "linear", "norm_linear", "mlp")
@@ -218,6 +222,9 @@ class DualViTokConfig:
     noise_token_rate: float = 0.1  # beta: probability that a position of a perturbed sample is replaced
     noise_type: str = "random"  # "random": the previous sample's code at (h, w); "zero": zeros
 
+    # --- ablation: "dual" (paper), or a single branch decoded alone (see BRANCHES) -----------
+    branches: str = "dual"
+
     def __post_init__(self):
         for name, cls in SUB_CONFIGS.items():
             value = getattr(self, name)
@@ -266,6 +273,7 @@ class DualViTokConfig:
 
     def validate(self) -> None:
         _need(self.quantizer in QUANTIZER_KINDS, f"quantizer must be one of {QUANTIZER_KINDS}, got {self.quantizer!r}")
+        _need(self.branches in BRANCHES, f"branches must be one of {BRANCHES}, got {self.branches!r}")
         _need(self.noise_type in NOISE_TYPES, f"noise_type must be one of {NOISE_TYPES}, got {self.noise_type!r}")
         _need(0 <= self.noise_batch_rate <= 1 and 0 <= self.noise_token_rate <= 1, "noise rates must lie in [0, 1]")
         _need(self.vit_embed_dim % self.vit_num_heads == 0, "vit_embed_dim not divisible by vit_num_heads")

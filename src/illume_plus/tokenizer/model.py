@@ -132,8 +132,13 @@ class DualViTok(nn.Module):
         target = self.semantic_encoder.target(semantic_features, grid)
         semantic_q = self.semantic_quantizer(self.semantic_encoder.head(target))
         pixel_q = self.pixel_quantizer(self.pixel_quant_conv(pixel_features))
+        semantic_ids, pixel_ids = semantic_q.indices, pixel_q.indices
+        if self.config.branches == "pixel":  # single-branch ablation: the dropped map carries no information
+            semantic_ids = torch.zeros_like(semantic_ids)
+        elif self.config.branches == "semantic":
+            pixel_ids = torch.zeros_like(pixel_ids)
         return DualViTokEncoding(
-            semantic_ids=semantic_q.indices, pixel_ids=pixel_q.indices,
+            semantic_ids=semantic_ids, pixel_ids=pixel_ids,
             semantic_features=semantic_features, pixel_features=pixel_features,
             semantic_codes=semantic_q.quantized, pixel_codes=pixel_q.quantized, semantic_target=target,
             semantic_commit_loss=semantic_q.loss, pixel_commit_loss=pixel_q.loss)
@@ -155,6 +160,10 @@ class DualViTok(nn.Module):
         if self.training:
             cfg = self.config
             pixel_codes = inject_code_noise(pixel_codes, cfg.noise_batch_rate, cfg.noise_token_rate, cfg.noise_type)
+        if self.config.branches == "pixel":
+            semantic_codes = torch.zeros_like(semantic_codes)
+        elif self.config.branches == "semantic":
+            pixel_codes = torch.zeros_like(pixel_codes)
         fused = fuse_code_maps(semantic_codes, pixel_codes)
         dtype = self.pixel_post_quant_conv.weight.dtype
         fused = fused.to(dtype)

@@ -68,6 +68,9 @@ class MllmDataSection:
     eval_mixture: str | None = None  # held-out mixture: loss per task every eval_every steps and at the end
     eval_every: int = 0
     eval_batches: int = 50  # at most this many batches per evaluation
+    # How conversation images enter: "continuous" (the paper: ViT + pixel-encoder features) or
+    # "codes" (their DualViTok code tokens, Table 6's discrete-input baseline; needs model.vision_tokenizer)
+    image_input: str = "continuous"
 
 
 @dataclass
@@ -116,19 +119,34 @@ def build_model_and_processor(section: MllmModelSection, init_from: str | None) 
 
 
 def build_data(section: MllmDataSection, processor: IllumePlusProcessor, cfg: TrainSection, ctx: DistributedContext,
-               mixture: str | None, sources=(), cfg_dropout: float | None = None):
+               mixture: str | None, sources=(), cfg_dropout: float | None = None, vision_tokenizer: str | None = None):
     """Mixture dataset + this process's loader (bucketed, sharded, resumable batches)."""
     if section.understanding_max_pixels:  # the processor reads understanding images within these bounds
         processor = IllumePlusProcessor(processor.tokenizer, replace(
             processor.config, understanding_max_pixels=section.understanding_max_pixels))
     dataset = MixtureDataset(load_mixture(mixture, list(sources)), seed=cfg.seed, group_by_size=section.group_by_size)
     collator = MllmCollator(processor, section.max_length,
-                            section.cfg_dropout if cfg_dropout is None else cfg_dropout, seed=cfg.seed)
+                            section.cfg_dropout if cfg_dropout is None else cfg_dropout, seed=cfg.seed,
+                            image_codes=image_code_reader(section, vision_tokenizer, processor))
     sampler = BucketBatchSampler(dataset.sample_sizes(), cfg.batch_size, seed=cfg.seed, shuffle=True,
                                  drop_last=cfg.drop_last, num_replicas=ctx.world_size, rank=ctx.rank)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collator, num_workers=cfg.num_workers,
                         generator=torch.Generator().manual_seed(cfg.seed))
     return dataset, loader
+
+
+def image_code_reader(section: MllmDataSection, vision_tokenizer: str | None, processor: IllumePlusProcessor):
+    """None for continuous image input; for `image_input: codes`, the DualViTok that reads images as codes."""
+    if section.image_input == "continuous":
+        return None
+    if section.image_input != "codes":
+        raise ValueError(f"data.image_input must be 'continuous' or 'codes', got {section.image_input!r}")
+    if not vision_tokenizer:
+        raise ValueError("data.image_input=codes needs model.vision_tokenizer (the DualViTok that makes the codes)")
+    from ..data.mllm import ImageCodeReader
+    from ..tokenizer.model import DualViTok
+
+    return ImageCodeReader(DualViTok.from_pretrained(vision_tokenizer), processor)
 
 
 @dataclass
@@ -240,11 +258,14 @@ def train(config: MllmTrainingConfig) -> IllumePlus:
     trainable = [p for p in model.parameters() if p.requires_grad]
 
     # ---- data ----
-    dataset, loader = build_data(config.data, processor, cfg, ctx, config.data.mixture, config.data.sources)
+    vision_tokenizer = config.model.vision_tokenizer
+    dataset, loader = build_data(config.data, processor, cfg, ctx, config.data.mixture, config.data.sources,
+                                 vision_tokenizer=vision_tokenizer)
     eval_loader = None
     if config.data.eval_mixture:
         # shuffled once (epoch 0, every time): the first eval_batches mix every task
-        _, eval_loader = build_data(config.data, processor, cfg, ctx, config.data.eval_mixture, cfg_dropout=0.0)
+        _, eval_loader = build_data(config.data, processor, cfg, ctx, config.data.eval_mixture, cfg_dropout=0.0,
+                                    vision_tokenizer=vision_tokenizer)
     if ctx.is_main:
         logger.info("data: %s; left out at start: %s", dataset.report.per_source, dict(dataset.report.left_out))
 

@@ -25,9 +25,14 @@ SOURCES = {"questions": ("conversation", "conversation.jsonl", None), "chat": ("
 WEIGHTS = {"questions": 1.0, "chat": 0.2, "captions": 1.0, "edits": 1.0}
 
 
-def mixture_yaml(weights: dict[str, float] = WEIGHTS) -> str:
+def mixture_yaml(weights: dict[str, float] = WEIGHTS, codes_dir: str = "codes") -> str:
+    """The mixture of the sources with a positive weight; the code grids are read from `codes_dir`
+    (a DualViTok's pretokenised targets; another folder for another tokenizer)."""
     lines = ["sources:"]
     for name, (fmt, path, codes) in SOURCES.items():
+        if weights.get(name, 0) <= 0:
+            continue
+        codes = codes and codes.replace("codes/", f"{codes_dir}/", 1)
         codes_field = f", codes: {codes}" if codes else ""
         lines.append(f"  - {{name: {name}, format: {fmt}, path: {path}{codes_field}, weight: {weights[name]}}}")
     return "\n".join(lines) + "\n"

@@ -102,8 +102,9 @@ def save_text_tokenizer(out: Path) -> Path:
 
 def run_stage(out: Path, stage: WorldMllmStage, init_from: Path | None, tokenizer_dir: Path, text_tokenizer: Path,
               train_mixture: Path, val_mixture: Path, batch_size: int, minutes: float | None,
-              model_overrides: dict | None = None) -> Path:
-    """One MLLM stage with the project's recipe (`training/mllm.py`); resumes when rerun."""
+              model_overrides: dict | None = None, data_overrides: dict | None = None) -> Path:
+    """One MLLM stage with the project's recipe (`training/mllm.py`); resumes when rerun.
+    `data_overrides` are MllmDataSection fields (the ablations' `image_input`)."""
     from ..tokenizer.config import DualViTokConfig
     from ..training.mllm import MllmDataSection, MllmModelSection, MllmTrainingConfig, train
     from ..training.mllm_stages import StageSection
@@ -118,7 +119,8 @@ def run_stage(out: Path, stage: WorldMllmStage, init_from: Path | None, tokenize
                                                              "tokenizer": tokenizer_config.to_dict()},
                                vision_tokenizer=str(tokenizer_dir), text_tokenizer=str(text_tokenizer)),
         data=MllmDataSection(mixture=str(train_mixture), eval_mixture=str(val_mixture), eval_every=0,
-                             eval_batches=8, max_length=512, cfg_dropout=0.1, group_by_size=False),
+                             eval_batches=8, max_length=512, cfg_dropout=0.1, group_by_size=False,
+                             **(data_overrides or {})),
         stage=StageSection(name=f"world_{stage.name}", groups=stage.groups, schedule=stage.schedule,
                            warmup_ratio=stage.warmup_ratio, min_lr_ratio=0.05),
         train=TrainSection(output_dir=str(folder), seed=0, batch_size=batch_size, max_steps=stage.steps,

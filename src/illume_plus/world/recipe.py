@@ -67,23 +67,28 @@ def stage0_alignment(out: Path, steps: int) -> Path:
     return stage / "vit.safetensors"
 
 
-def stage1_tokenizer(out: Path, vit_path: Path, steps: int, minutes: float | None, batch_size: int,
-                     num_images: int, lr: float = 5e-4) -> Path:
+def stage1_tokenizer(out: Path, vit_path: Path | None, steps: int, minutes: float | None, batch_size: int,
+                     num_images: int, lr: float = 5e-4, *, folder: str = "stage1_tokenizer",
+                     quantizer: str = "simvq", overrides: dict | None = None) -> Path:
+    """Train the world's DualViTok into `out/folder` (resumes; a finished run is skipped) and
+    return its `final/` folder. `vit_path=None` freezes a RANDOM ViT in it, `quantizer` and
+    `overrides` (DualViTokConfig fields) change the tokenizer: the ablations use these."""
     from ..training.tokenizer import ModelSection, TokenizerTrainingConfig, train
     from ..data import ImageDataConfig
     from ..losses import TokenizerLossConfig
     from ..training.optim import OptimizerConfig
     from ..training.run import TrainSection
 
-    stage = out / "stage1_tokenizer"
+    stage = out / folder
     if (stage / DONE).exists():
         return stage / "final"
     images = write_images(out / "data" / "train_images", "train", num_images)
-    overrides = {k: v for k, v in WORLD_TOKENIZER.items() if k != "preset"}
+    overrides = {**{k: v for k, v in WORLD_TOKENIZER.items() if k != "preset"}, **(overrides or {})}
     config = TokenizerTrainingConfig(
         # The ViT comes from stage 0 (only its weights are loaded) and stays frozen.
-        model=ModelSection(preset=WORLD_TOKENIZER["preset"], quantizer="simvq", overrides=overrides,
-                           vit_weights=str(vit_path)),
+        model=ModelSection(preset=WORLD_TOKENIZER["preset"], quantizer=quantizer, overrides=overrides,
+                           vit_weights=None if vit_path is None else str(vit_path),
+                           random_vit_teacher=vit_path is None),
         data=ImageDataConfig(source="folder", path=str(images), resize="fixed", size=IMAGE_SIZE),
         # L1 (the paper's text; the release uses MSE): flat shapes need sharp outlines for the
         # detector, and L1 stops averaging edge pixels sooner. The objects' pixels weigh 21x (they are

@@ -111,3 +111,29 @@ def test_mixture_weights_repeat_and_subsample(mllm_data):
                                                 "codes": str(mllm_data.parent / "codes" / "t2i")}]))
     assert len(twice) == 24 and Counter(twice.items)[(0, 0)] == 2
     assert set(dataset.sample_sizes()) == {(0, 0), (64, 64)}  # text/understanding vs 64x64 targets
+
+
+def test_discrete_image_input_puts_the_images_codes_in_the_prompt(mllm_data, tiny_processor):
+    """`image_codes` (the discrete-input ablation): the <image> becomes the DualViTok's code tokens,
+    unsupervised, and no continuous image is left for the vision tower."""
+    from illume_plus import DualViTok, DualViTokConfig
+    from illume_plus.data.mllm import ImageCodeReader
+    from illume_plus.utils.images import load_image
+
+    torch.manual_seed(0)
+    tok = DualViTok(DualViTokConfig.from_name("tiny")).eval()
+    collator = MllmCollator(tiny_processor, cfg_dropout=0.0, image_codes=ImageCodeReader(tok, tiny_processor))
+    item = _items(_dataset(mllm_data), "understanding")[0]
+    seq = collator.encode(item)
+    assert seq.images == []
+    layout = tiny_processor.layout
+    pixels = tiny_processor.prepare_understanding_image(load_image(item.record.images[0]))
+    enc = tok.encode(pixels[None])
+    assert torch.equal(seq.input_ids[layout.is_pixel_code(seq.input_ids)] - layout.pixel_code_start,
+                       enc.pixel_ids.flatten())
+    assert torch.equal(seq.input_ids[layout.is_semantic_code(seq.input_ids)] - layout.semantic_code_start,
+                       enc.semantic_ids.flatten())
+    [(start, end)] = frame_spans(seq.input_ids, layout)
+    assert (seq.labels[start:end] == -100).all()
+    continuous = MllmCollator(tiny_processor, cfg_dropout=0.0).encode(item)
+    assert len(continuous.images) == 1 and not layout.is_pixel_code(continuous.input_ids).any()

@@ -164,6 +164,24 @@ def tokenize_chunk(records: list[Record], tokenizer, sizes, max_crop: float, bat
     return tensors, info
 
 
+class ImageCodeReader:
+    """Images -> `ImageCodes` through a DualViTok: a user image read as code tokens (a discrete
+    frame) instead of continuous features, the discrete-input baseline of the paper's Table 6.
+    The image is sized as the processor sizes understanding images, then encoded."""
+
+    def __init__(self, tokenizer, processor):
+        self.tokenizer = tokenizer.eval()
+        self.processor = processor
+
+    @torch.no_grad()
+    def __call__(self, image):
+        from ...mllm.processor import ImageCodes
+
+        pixels = self.processor.prepare_understanding_image(image)
+        enc = self.tokenizer.encode(pixels[None].to(self.tokenizer.pixel_quant_conv.weight.dtype))
+        return ImageCodes(enc.semantic_ids[0], enc.pixel_ids[0], *pixels.shape[-2:], resolution_tag=False)
+
+
 def pretokenize(list_path, kind: str, out_dir, tokenizer, sizes, max_crop: float = 0.2, chunk_size: int = 256,
                 batch_size: int = 16, rank: int = 0, world_size: int = 1, image_root=None,
                 progress_bar: bool = True) -> dict:

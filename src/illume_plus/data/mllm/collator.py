@@ -2,7 +2,8 @@
 
 Per sample (`encode`):
 - conversation / text: ChatML with each `<image>` replaced by the image (continuous features,
-  read at any resolution within the processor's bounds); labels on assistant replies only;
+  read at any resolution within the processor's bounds; with `image_codes`, the discrete-input
+  ablation, its DualViTok codes instead); labels on assistant replies only;
 - t2i: the training prompt and the target codes as the supervised reply (resolution tag
   included); with probability `cfg_dropout` (10%) the caption is dropped: the random-image
   prompt, same target;
@@ -50,7 +51,7 @@ class TrainingBatch:
 
 class MllmCollator:
     def __init__(self, processor: IllumePlusProcessor, max_length: int = 4096, cfg_dropout: float = 0.1,
-                 seed: int = 0, padding_side: str = "right"):
+                 seed: int = 0, padding_side: str = "right", image_codes=None):
         if not 0 <= cfg_dropout <= 1:
             raise ValueError(f"cfg_dropout must lie in [0, 1], got {cfg_dropout}")
         self.processor = processor
@@ -58,6 +59,7 @@ class MllmCollator:
         self.cfg_dropout = cfg_dropout
         self.seed = seed
         self.padding_side = padding_side
+        self.image_codes = image_codes  # image -> ImageCodes (e.g. `ImageCodeReader`), or None: continuous
 
     def __call__(self, items: list[MixtureItem]) -> TrainingBatch:
         sequences, tasks, skipped = [], [], Counter()
@@ -92,7 +94,7 @@ class MllmCollator:
     def _encode(self, item: MixtureItem, images: list) -> EncodedSequence:
         p, record = self.processor, item.record
         if record.kind in ("conversation", "text"):
-            queue = list(images)
+            queue = [self.image_codes(im) for im in images] if self.image_codes else list(images)
             messages = [{"role": t["role"], "content": _split_images(t["content"], queue)} for t in record.turns]
             return p.encode_chat(messages, add_generation_prompt=False)
         entry = item.codes
