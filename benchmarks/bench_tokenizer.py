@@ -3,13 +3,17 @@
     python benchmarks/bench_tokenizer.py --threads 2                  # small: batch 4 @ 224, batch 1 @ 512
     python benchmarks/bench_tokenizer.py --presets illume-plus --cases 1x256 --repeats 1
     python benchmarks/bench_tokenizer.py --threads 2 --compare-src /work/main/src   # before/after, same run
+    python benchmarks/bench_tokenizer.py --threads 2 --authors-src /work/authors_src \
+        --authors-python /work/venv-authors/bin/python            # against the authors' code (see authors_tokenizer.py)
 
 Configurations: "small" is the authors' small config (the one their code built the parity
 fixture with, tests/data/dualvitok_public.json, 4,993,555 parameters: the sizes of our "tiny"
 preset); "tiny" and "illume-plus" are our presets (illume-plus holds ~1.35B parameters, ~5.4 GB in fp32). Figures are medians of
 `--repeats` runs. `--compare-src DIR` times the DualViTok of another checkout (e.g. the code
 before a change) in a subprocess, alternating with this one run by run, so both see the same
-machine load. The last line printed is one JSON object with every figure.
+machine load. `--authors-src DIR --authors-python PY` does the same with the AUTHORS' DualViTok
+(their release, run by `authors_tokenizer.py` in an environment with their transformers 4.44.2),
+on the same fixture weights ("small" only). The last line printed is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -96,7 +100,11 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration (median kept)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--compare-src", default=None, help="another checkout's src/ to time side by side")
+    parser.add_argument("--authors-src", default=None, help="the authors' release (a checkout of ILLUME_plus)")
+    parser.add_argument("--authors-python", default=sys.executable, help="python of an env with their stack")
     args = parser.parse_args(argv)
+    if args.compare_src and args.authors_src:
+        parser.error("give --compare-src or --authors-src, not both")
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = [(preset, *map(int, case.lower().split("x"))) for preset in args.presets for case in args.cases]
@@ -107,10 +115,19 @@ def main(argv=None) -> int:
         threads = ["--threads", str(torch.get_num_threads())]
         other = subprocess.Popen([sys.executable, "-c", _SERVE_SNIPPET, json.dumps(cases), *threads], env=env,
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert other.stdout.readline().strip() == "ready"
+    elif args.authors_src:
+        script = str(Path(__file__).resolve().with_name("authors_tokenizer.py"))
+        other = subprocess.Popen([args.authors_python, script, args.authors_src, json.dumps(cases),
+                                  str(torch.get_num_threads())], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    if other is not None:
+        while (line := other.stdout.readline()) and line.strip() != "ready":
+            pass  # their code prints while building
+        if not line:
+            raise SystemExit("the compared process ended before it was ready (see its errors above)")
 
     results = {"device": "cpu", "dtype": "float32", "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "machine": platform.machine(), "compare_src": args.compare_src, "runs": []}
+               "machine": platform.machine(), "compare_src": args.compare_src, "authors_src": args.authors_src,
+               "runs": []}
     for index, (preset, batch, size) in enumerate(cases):
         timer = Timer(preset, batch, size)
         ours, theirs, loads = [], [], []

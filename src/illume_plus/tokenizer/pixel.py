@@ -122,8 +122,10 @@ class DCUpsample(nn.Module):
         self.conv = nn.Conv2d(channels, channels * 4, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = F.pixel_shuffle(x.repeat_interleave(4, dim=1), 2)
-        return F.pixel_shuffle(self.conv(x), 2) + shortcut
+        # The shortcut (each channel repeated 4x, then pixel-shuffled) puts every value in its
+        # 2x2 block: a nearest 2x upsampling, computed without the 4x-wide intermediate.
+        shortcut = F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return F.pixel_shuffle(self.conv(x), 2).add_(shortcut)
 
 
 class StridedDownsample(nn.Module):
