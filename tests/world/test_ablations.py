@@ -44,15 +44,18 @@ def test_noise_ablation_trains_two_tokenizer_arms_writes_figures_and_reuses_them
     stamp = (tmp_path / "tokenizer_base" / "figures.json").stat().st_mtime_ns
     assert main(argv) == 0  # finished arms are reused, not retrained or re-scored
     assert (tmp_path / "tokenizer_base" / "figures.json").stat().st_mtime_ns == stamp
+    assert main([*argv[:-1], "3"]) == 0  # another --eval-count: re-scored on 6 scenes, not retrained
+    assert json.loads((tmp_path / "tokenizer_base" / "figures.json").read_text())["tokenizer_images"] == 6
 
 
 def test_markdown_table_lists_arms_and_the_chance_row():
     result = {"title": "t", "paper": "p", "rows": [
-        {"arm": "a", "vqa_accuracy": 0.5, "vqa_accuracy_chance": 0.2, "tokenizer_psnr": 30.04},
+        {"arm": "a", "vqa_accuracy": 0.5, "vqa_accuracy_chance": 0.2, "vqa_accuracy_majority": 0.45,
+         "tokenizer_psnr": 30.04},
         {"arm": "b", "vqa_accuracy": 0.25, "vqa_accuracy_chance": 0.2, "tokenizer_psnr": 20.0}]}
     table = markdown_table(result)
     assert "| a | 0.50 | 30.0 |" in table and "| b | 0.25 | 20.0 |" in table
-    assert "| *chance* | 0.20 |  |" in table
+    assert "| *chance* | 0.20 |  |" in table and "| *majority answer* | 0.45 |  |" in table
 
 
 def test_discrete_input_needs_a_vision_tokenizer():

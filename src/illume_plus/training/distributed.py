@@ -56,7 +56,12 @@ def init_distributed(device: str | None = None, backend: str | None = None,
 
 
 def cleanup_distributed() -> None:
+    """End of a run that finished normally on every process: wait for all of them, then tear
+    down (a process that destroys its group while a peer still talks to it can abort the peer
+    at exit with "terminate called without an active exception")."""
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -14,7 +14,8 @@ weights, on questions and captions) over a tokenizer arm, with one change. Every
 same short budget (--tokenizer-steps, --mllm-steps: a fraction of the shipped model's), from the
 same seeds and data, so arms compare with each other, not with the shipped model. Arms are shared:
 "base" (SimVQ, both branches, noise injection, the text-aligned ViT, continuous input, coarse to
-fine) is every ablation's reference and is trained once. Each arm resumes and is skipped when done.
+fine) is every ablation's reference and is trained once. Each arm resumes and is skipped when done;
+a rerun with another --eval-count only re-scores the finished arms.
 
 Single-branch tokenizers (`DualViTokConfig.branches`): the dropped branch's codes are id 0 and
 reach the decoder as zeros, so the MLLM's frame keeps its layout but the dropped grid carries no
@@ -60,6 +61,7 @@ ABLATION_WEIGHTS = {"questions": 1.0, "chat": 0.0, "captions": 1.0, "edits": 0.0
 GENERATION = ["generation_accuracy", "generation_position_accuracy", "generation_count_accuracy",
               "generation_colour_accuracy", "generation_kind_accuracy"]
 RECONSTRUCTION = ["tokenizer_psnr", "tokenizer_ssim", "detector_accuracy_reconstructed"]
+BASELINES = {"chance": "*chance*", "majority": "*majority answer*"}  # reference rows, when a metric has them
 
 
 @dataclass
@@ -146,9 +148,9 @@ def tokenizer_arm(out: Path, name: str, budget: Budget, vit_path: Path) -> tuple
     final = stage1_tokenizer(out, None if arm.get("random_vit") else vit_path, budget.tokenizer_steps, None, 8,
                              budget.tokenizer_images, 1e-3, folder=folder, quantizer=arm.get("quantizer", "simvq"),
                              overrides=arm.get("overrides"))
-    if not figures_path.exists():
+    count = 2 * budget.eval_count
+    if not figures_path.exists() or load_json(figures_path).get("tokenizer_images") != count:
         tokenizer = DualViTok.from_pretrained(final).float().eval()
-        count = 2 * budget.eval_count
         figures = {**tokenizer_figures(tokenizer, count), **corrupted_figures(tokenizer, count)}
         save_json(figures, figures_path)
     return final, load_json(figures_path)
@@ -187,8 +189,8 @@ def mllm_arm(out: Path, name: str, budget: Budget, tokenizer_dir: Path) -> dict:
     tokenizer_name, data_overrides = MLLM_ARMS[name]
     arm_dir = out / f"mllm_{name}"
     figures_path = arm_dir / "figures.json"
-    if figures_path.exists():
-        return load_json(figures_path)
+    if figures_path.exists() and load_json(figures_path).get("mllm_examples") == budget.eval_count:
+        return load_json(figures_path)  # trained and scored on as many scenes: nothing to redo
     train_mixture, val_mixture = prepare_mllm_data(out, tokenizer_name, tokenizer_dir, budget)
     stage2 = world_stages()[1]
     stage = WorldMllmStage("stage2", budget.mllm_steps, stage2.groups)
@@ -221,7 +223,8 @@ def run_ablation(out: Path, name: str, budget: Budget, vit_path: Path) -> dict:
         if mllm_name is not None:
             figures = {**figures, **mllm_arm(out, mllm_name, budget, tokenizer_dir)}
         rows.append({"arm": label, **{m: figures.get(m) for m in ablation.metrics},
-                     **{f"{m}_chance": figures[f"{m}_chance"] for m in ablation.metrics if f"{m}_chance" in figures}})
+                     **{f"{m}_{base}": figures[f"{m}_{base}"] for m in ablation.metrics for base in BASELINES
+                        if f"{m}_{base}" in figures}})
     result = {"ablation": name, "title": ablation.title, "paper": ablation.paper, "rows": rows,
               "budget": vars(budget)}
     save_json(result, out / f"{name}.json")
@@ -229,15 +232,16 @@ def run_ablation(out: Path, name: str, budget: Budget, vit_path: Path) -> dict:
 
 
 def markdown_table(result: dict) -> str:
-    metrics = [k for k in result["rows"][0] if k != "arm" and not k.endswith("_chance")]
+    metrics = [k for k in result["rows"][0] if k != "arm" and not k.endswith(tuple(f"_{b}" for b in BASELINES))]
     lines = [f"**{result['title']}** (paper: {result['paper']})", "",
              "| arm | " + " | ".join(m.replace("_", " ") for m in metrics) + " |",
              "|---|" + "---|" * len(metrics)]
     for row in result["rows"]:
         lines.append(f"| {row['arm']} | " + " | ".join(_cell(row, m) for m in metrics) + " |")
-    chances = {m: result["rows"][0].get(f"{m}_chance") for m in metrics}
-    if any(v is not None for v in chances.values()):
-        lines.append("| *chance* | " + " | ".join("" if v is None else f"{v:.2f}" for v in chances.values()) + " |")
+    for base, label in BASELINES.items():
+        values = [result["rows"][0].get(f"{m}_{base}") for m in metrics]
+        if any(v is not None for v in values):
+            lines.append(f"| {label} | " + " | ".join("" if v is None else f"{v:.2f}" for v in values) + " |")
     return "\n".join(lines) + "\n"
 
 
