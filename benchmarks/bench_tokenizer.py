@@ -10,8 +10,8 @@ Configurations: "small" is the authors' small config (the one their code built t
 fixture with, tests/data/dualvitok_public.json, 4,993,555 parameters: the sizes of our "tiny"
 preset); "tiny" and "illume-plus" are our presets (illume-plus holds ~1.35B parameters, ~5.4 GB in fp32). Figures are medians of
 `--repeats` runs. `--compare-src DIR` times the DualViTok of another checkout (e.g. the code
-before a change) in a subprocess, alternating with this one run by run, so both see the same
-machine load. `--authors-src DIR --authors-python PY` does the same with the AUTHORS' DualViTok
+before a change) in a subprocess, alternating with this one run by run (who goes first alternates
+too), so both see the same machine load. `--authors-src DIR --authors-python PY` does the same with the AUTHORS' DualViTok
 (their release, run by `authors_tokenizer.py` in an environment with their transformers 4.44.2),
 on the same fixture weights ("small" only). The last line printed is one JSON object with every figure.
 """
@@ -131,12 +131,12 @@ def main(argv=None) -> int:
     for index, (preset, batch, size) in enumerate(cases):
         timer = Timer(preset, batch, size)
         ours, theirs, loads = [], [], []
-        for _ in range(args.repeats):  # interleaved: the other checkout, then ours, run by run
-            if other is not None:
-                other.stdin.write(f"{index}\n")
-                other.stdin.flush()
-                theirs.append(json.loads(other.stdout.readline()))
+        for repeat in range(args.repeats):  # interleaved run by run; who goes first alternates
+            if other is not None and repeat % 2 == 0:
+                theirs.append(_time_other(other, index))
             ours.append(timer.once())
+            if other is not None and repeat % 2 == 1:
+                theirs.append(_time_other(other, index))
             loads.append(os.getloadavg()[0])
         row = {"preset": preset, "batch": batch, "size": size, "parameters": parameter_counts(preset)["total"],
                "load_avg": round(statistics.median(loads), 1)}
@@ -156,6 +156,12 @@ def main(argv=None) -> int:
         other.wait()
     print(json.dumps(results))
     return 0
+
+
+def _time_other(other, index: int) -> dict:
+    other.stdin.write(f"{index}\n")
+    other.stdin.flush()
+    return json.loads(other.stdout.readline())
 
 
 # The compared checkout runs this file's Timer with ITS OWN illume_plus (PYTHONPATH points there).
