@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from illume_plus.world.ablations import ABLATIONS, MLLM_ARMS, TOKENIZER_ARMS, corrupted_figures, main, markdown_table
+from illume_plus.world.ablations import ABLATIONS, MLLM_ARMS, TOKENIZER_ARMS, main, markdown_table
 from illume_plus.world.evaluate import tokenizer_figures
 
 VIT = "artifacts/world/stage0_vit.safetensors"
@@ -26,9 +26,11 @@ def test_corrupted_reconstruction_equals_the_clean_one_at_rate_zero_and_differs_
 
     torch.manual_seed(0)
     tok = DualViTok(world_tokenizer_config()).eval()
-    clean = tokenizer_figures(tok, 4)["tokenizer_psnr"]
-    assert corrupted_figures(tok, 4, rate=0.0)["corrupted_psnr"] == pytest.approx(clean, abs=1e-4)
-    assert corrupted_figures(tok, 4, rate=0.5)["corrupted_psnr"] != pytest.approx(clean, abs=1e-3)
+    untouched = tokenizer_figures(tok, 4, corrupt_rate=0.0)
+    assert untouched["corrupted_psnr"] == pytest.approx(untouched["tokenizer_psnr"], abs=1e-4)
+    assert "corrupted_psnr" not in tokenizer_figures(tok, 4)
+    corrupted = tokenizer_figures(tok, 4, corrupt_rate=0.5)
+    assert corrupted["corrupted_psnr"] != pytest.approx(corrupted["tokenizer_psnr"], abs=1e-3)
 
 
 def test_noise_ablation_trains_two_tokenizer_arms_writes_figures_and_reuses_them(tmp_path, capsys):

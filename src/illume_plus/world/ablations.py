@@ -108,34 +108,6 @@ class Budget:
 
 
 # ----------------------------------------------------------------------------- tokenizer arms
-@torch.no_grad()
-def corrupted_figures(tokenizer, count: int, rate: float = 0.1, batch_size: int = 16, seed: int = 0) -> dict:
-    """Reconstruction when `rate` of the pixel tokens are wrong (uniformly random ids, as an MLLM's
-    sampling slips would put them), on held-out scenes: PSNR against the clean render and the
-    detector's accuracy. The noise injected in training is another image's code at the same
-    place, a different corruption, so this does not score an arm on its own training noise."""
-    from ..evaluation.metrics import psnr
-    from .evaluate import EVAL_SPLIT, _to_tensor, _to_uint8, detector_accuracy
-    from .render import render_scene
-    from .splits import examples
-
-    generator = torch.Generator().manual_seed(seed)
-    scenes = [e.scene for e in examples(EVAL_SPLIT, count)]
-    clean = [render_scene(s) for s in scenes]
-    psnrs, images = [], []
-    for start in range(0, count, batch_size):
-        x = _to_tensor(clean[start:start + batch_size])
-        enc = tokenizer.encode(x)
-        pixel = enc.pixel_ids.clone()
-        wrong = torch.rand(pixel.shape, generator=generator) < rate
-        pixel[wrong] = torch.randint(0, tokenizer.config.pixel_codebook_size, pixel.shape, generator=generator)[wrong]
-        y = tokenizer.decode(enc.semantic_ids, pixel).clamp(-1, 1)
-        psnrs.append(psnr((y + 1) / 2, (x + 1) / 2))
-        images += _to_uint8(y)
-    return {"corrupted_psnr": float(torch.cat(psnrs).mean()),
-            "detector_accuracy_corrupted": detector_accuracy(scenes, images), "corrupted_rate": rate}
-
-
 def tokenizer_arm(out: Path, name: str, budget: Budget, vit_path: Path) -> tuple[Path, dict]:
     """Train (or reuse) the tokenizer arm `name`; returns its folder and its figures."""
     from ..tokenizer.model import DualViTok
@@ -151,8 +123,7 @@ def tokenizer_arm(out: Path, name: str, budget: Budget, vit_path: Path) -> tuple
     count = 2 * budget.eval_count
     if not figures_path.exists() or load_json(figures_path).get("tokenizer_images") != count:
         tokenizer = DualViTok.from_pretrained(final).float().eval()
-        figures = {**tokenizer_figures(tokenizer, count), **corrupted_figures(tokenizer, count)}
-        save_json(figures, figures_path)
+        save_json(tokenizer_figures(tokenizer, count, corrupt_rate=0.1), figures_path)
     return final, load_json(figures_path)
 
 
@@ -281,5 +252,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["TOKENIZER_ARMS", "MLLM_ARMS", "ABLATIONS", "Budget", "corrupted_figures", "run_ablation",
+__all__ = ["TOKENIZER_ARMS", "MLLM_ARMS", "ABLATIONS", "Budget", "run_ablation",
            "markdown_table", "main"]

@@ -44,17 +44,23 @@ def detector_accuracy(scenes, images) -> float:
 
 
 @torch.no_grad()
-def tokenizer_figures(tokenizer, count: int, batch_size: int = 16, start: int = 0) -> dict:
+def tokenizer_figures(tokenizer, count: int, batch_size: int = 16, start: int = 0,
+                      corrupt_rate: float | None = None, seed: int = 0) -> dict:
     """Reconstruction PSNR / SSIM, codebook use, and the detector's accuracy on clean renders
-    and on their reconstructions, over `count` held-out scenes from test example `start`."""
+    and on their reconstructions, over `count` held-out scenes from test example `start`.
+
+    With `corrupt_rate`, also `corrupted_psnr` / `detector_accuracy_corrupted`: the same codes
+    decoded with that fraction of the pixel tokens replaced by uniformly random ids (an MLLM's
+    sampling slips; not the training noise, which takes another image's code at the same place)."""
     tokenizer.eval()
     scenes = [e.scene for e in examples(EVAL_SPLIT, count, start)]
     clean = [render_scene(s) for s in scenes]
     semantic_use = CodebookUsage(tokenizer.config.semantic_codebook_size)
     pixel_use = CodebookUsage(tokenizer.config.pixel_codebook_size)
-    psnrs, ssims, recon = [], [], []
-    for start in range(0, count, batch_size):
-        x = _to_tensor(clean[start:start + batch_size])
+    generator = torch.Generator().manual_seed(seed)
+    psnrs, ssims, recon, corrupted_psnrs, corrupted = [], [], [], [], []
+    for at in range(0, count, batch_size):
+        x = _to_tensor(clean[at:at + batch_size])
         enc = tokenizer.encode(x)
         y = tokenizer.decode_codes(enc.semantic_codes, enc.pixel_codes).clamp(-1, 1)
         semantic_use.update(enc.semantic_ids)
@@ -62,7 +68,15 @@ def tokenizer_figures(tokenizer, count: int, batch_size: int = 16, start: int = 
         psnrs.append(psnr((y + 1) / 2, (x + 1) / 2))
         ssims.append(ssim((y + 1) / 2, (x + 1) / 2))
         recon += _to_uint8(y)
-    return {
+        if corrupt_rate is not None:
+            pixel = enc.pixel_ids.clone()
+            wrong = torch.rand(pixel.shape, generator=generator) < corrupt_rate
+            pixel[wrong] = torch.randint(0, tokenizer.config.pixel_codebook_size, pixel.shape,
+                                         generator=generator)[wrong]
+            z = tokenizer.decode(enc.semantic_ids, pixel).clamp(-1, 1)
+            corrupted_psnrs.append(psnr((z + 1) / 2, (x + 1) / 2))
+            corrupted += _to_uint8(z)
+    figures = {
         "tokenizer_psnr": float(torch.cat(psnrs).mean()), "tokenizer_ssim": float(torch.cat(ssims).mean()),
         "tokenizer_semantic_codebook_usage": float(semantic_use.compute()["usage"]),
         "tokenizer_pixel_codebook_usage": float(pixel_use.compute()["usage"]),
@@ -70,6 +84,10 @@ def tokenizer_figures(tokenizer, count: int, batch_size: int = 16, start: int = 
         "detector_accuracy_reconstructed": detector_accuracy(scenes, recon),
         "tokenizer_images": count,
     }
+    if corrupt_rate is not None:
+        figures.update(corrupted_psnr=float(torch.cat(corrupted_psnrs).mean()),
+                       detector_accuracy_corrupted=detector_accuracy(scenes, corrupted), corrupted_rate=corrupt_rate)
+    return figures
 
 
 def generation_figures(pipeline, exs, seed: int = 0, **sampling) -> dict:
