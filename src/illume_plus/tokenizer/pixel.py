@@ -13,57 +13,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils.memory import uses_heap_for_large_tensors
 from .config import DualViTokConfig
+from .pixel_norms import SpatialNorm, build_norm, group_norm
 
 
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
-    """Feature maps travel channels-last through the CNNs: oneDNN's convolutions on CPU run
-    1.4-1.6x faster on that layout (measured on the decoder), and every op in between keeps it.
-    The encoder's and decoder's outputs are made contiguous again."""
-    return x.contiguous(memory_format=torch.channels_last)
+    """In inference, feature maps travel channels-last through the CNNs: oneDNN's convolutions on
+    CPU run 1.3-1.6x faster on that layout, and every op in between keeps it (pixel_norms.py has
+    the norms for it). The encoder's and decoder's outputs are made contiguous again. Training
+    keeps the NCHW layout: PyTorch's channels-last GroupNorm backward is inexact and crashes
+    (torch 2.13, CPU) when the norm's weight needs no gradient."""
+    return x if torch.is_grad_enabled() else x.contiguous(memory_format=torch.channels_last)
 
 
 def _can_overwrite() -> bool:
     """Activations may overwrite a norm's output in place only when no backward will need it."""
     return not torch.is_grad_enabled()
-
-
-def group_norm(channels: int, config: DualViTokConfig) -> nn.GroupNorm:
-    return nn.GroupNorm(config.pixel_norm_groups, channels, eps=config.pixel_norm_eps, affine=True)
-
-
-class SpatialNorm(nn.Module):
-    """GroupNorm modulated by the code map: norm(x) * conv_y(zq) + conv_b(zq), zq resized (nearest) to x."""
-
-    def __init__(self, channels: int, zq_channels: int, config: DualViTokConfig):
-        super().__init__()
-        self.norm_layer = group_norm(channels, config)
-        self.conv_y = nn.Conv2d(zq_channels, channels, kernel_size=1)
-        self.conv_b = nn.Conv2d(zq_channels, channels, kernel_size=1)
-
-    def forward(self, x: torch.Tensor, zq: torch.Tensor) -> torch.Tensor:
-        if zq.shape[-2:] != x.shape[-2:]:
-            zq = F.interpolate(zq, size=x.shape[-2:], mode="nearest")
-        # conv_y and conv_b read the same map: one convolution with both weights, then
-        # norm * y + b in one pass (addcmul) instead of a product and a sum.
-        weight = torch.cat([self.conv_y.weight, self.conv_b.weight])
-        bias = torch.cat([self.conv_y.bias, self.conv_b.bias])
-        scale, shift = F.conv2d(zq, weight, bias).chunk(2, dim=1)
-        return torch.addcmul(shift, self.norm_layer(x), scale)
-
-
-class GroupNormIgnoringCodes(nn.GroupNorm):
-    """The encoder's plain GroupNorm, callable like a SpatialNorm (the code map is ignored)."""
-
-    def forward(self, x: torch.Tensor, zq: torch.Tensor | None = None) -> torch.Tensor:
-        return super().forward(x)
-
-
-def build_norm(channels: int, config: DualViTokConfig, zq_channels: int | None = None) -> nn.Module:
-    """SpatialNorm in the decoder (zq_channels given), plain GroupNorm in the encoder."""
-    if zq_channels:
-        return SpatialNorm(channels, zq_channels, config)
-    return GroupNormIgnoringCodes(config.pixel_norm_groups, channels, eps=config.pixel_norm_eps)
 
 
 class ResnetBlock(nn.Module):
@@ -78,8 +44,8 @@ class ResnetBlock(nn.Module):
         self.nin_shortcut = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor, zq: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x, zq), inplace=_can_overwrite()))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h, zq), inplace=_can_overwrite())))
+        h = self.conv1(self.norm1(x, zq, silu=True))
+        h = self.conv2(self.dropout(self.norm2(h, zq, overwrite=_can_overwrite(), silu=True)))  # h is not needed again
         return h.add_(x if self.nin_shortcut is None else self.nin_shortcut(x))
 
 
@@ -99,7 +65,7 @@ class AttnBlock(nn.Module):
         y = self.norm(x, zq)
         q, k, v = (proj(y).flatten(2).transpose(1, 2)[:, None] for proj in (self.q, self.k, self.v))
         out = F.scaled_dot_product_attention(q, k, v)[:, 0]  # (B, hw, C)
-        return x + self.proj_out(out.transpose(1, 2).reshape(b, c, h, w))
+        return x + self.proj_out(out.view(b, h, w, c).permute(0, 3, 1, 2))  # a channels-last view
 
 
 class DCDownsample(nn.Module):
@@ -123,9 +89,11 @@ class DCUpsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The shortcut (each channel repeated 4x, then pixel-shuffled) puts every value in its
-        # 2x2 block: a nearest 2x upsampling, computed without the 4x-wide intermediate.
-        shortcut = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        return F.pixel_shuffle(self.conv(x), 2).add_(shortcut)
+        # 2x2 block: a nearest 2x upsampling, added by broadcasting without materialising it.
+        n, c, h, w = x.shape
+        up = F.pixel_shuffle(self.conv(x), 2)
+        up.view(n, c, h, 2, w, 2).add_(x[:, :, :, None, :, None])
+        return up
 
 
 class StridedDownsample(nn.Module):
@@ -199,19 +167,20 @@ class PixelEncoder(nn.Module):
         self.norm_out = group_norm(block_in, config)
         self.conv_out = nn.Conv2d(block_in, part.z_channels, kernel_size=3, padding=1)
 
+    @uses_heap_for_large_tensors  # full-resolution maps: reuse freed memory (utils/memory.py)
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(x)
+        h = self.conv_in(to_channels_last(x))
         for stage in self.down:
             h = stage(h)
             if hasattr(stage, "downsample"):
                 h = stage.downsample(h)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
-        h = F.silu(self.norm_out(h))
+        h = self.norm_out(h, overwrite=_can_overwrite(), silu=True)
         if not self.part.dc_blocks:
-            return self.conv_out(h)
+            return self.conv_out(h).contiguous()
         # DC-AE style output: the conv learns a residual over a channel-averaging shortcut
         # (taken after the norm and activation, as the authors' code does).
-        return self.conv_out(h) + _average_channels(h, self.part.z_channels)
+        return (self.conv_out(h) + _average_channels(h, self.part.z_channels)).contiguous()
 
 
 class PixelDecoder(nn.Module):
@@ -246,17 +215,19 @@ class PixelDecoder(nn.Module):
         self.norm_out = SpatialNorm(block_in, zq_ch, config)
         self.conv_out = nn.Conv2d(block_in, part.out_channels, kernel_size=3, padding=1)
 
+    @uses_heap_for_large_tensors  # full-resolution maps: reuse freed memory (utils/memory.py)
     def forward(self, z: torch.Tensor, zq: torch.Tensor) -> torch.Tensor:
         z, zq = to_channels_last(z), to_channels_last(zq)
         h = self.conv_in(z)
-        if self.part.dc_blocks:  # DC-AE style input: the conv learns a residual over a channel-repeating shortcut
-            h = h + z.repeat_interleave(self.in_shortcut_repeats, dim=1)
+        if self.part.dc_blocks:
+            # DC-AE style input: the conv learns a residual over a shortcut that repeats each
+            # channel; added by broadcasting, in place, so h stays channels-last.
+            n, c, height, width = z.shape
+            h.view(n, c, self.in_shortcut_repeats, height, width).add_(z[:, :, None])
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h, zq), zq), zq)
         for stage in reversed(self.up):
-            # Resize the code map once per level rather than in each of the level's norms.
-            zq_level = F.interpolate(zq, size=h.shape[-2:], mode="nearest")
-            h = stage(h, zq_level)
+            h = stage(h, zq)  # the norms bring zq to each level's size themselves
             if hasattr(stage, "upsample"):
                 h = stage.upsample(h)
-        h = F.silu(self.norm_out(h, zq_level), inplace=_can_overwrite())  # level 0 has no upsample: same size
+        h = self.norm_out(h, zq, overwrite=_can_overwrite(), silu=True)
         return self.conv_out(h).contiguous()
