@@ -112,3 +112,16 @@ def test_pixel_convolutions_run_channels_last_in_inference():
         image = tok.decode(enc.semantic_ids, enc.pixel_ids)
     assert image.is_contiguous() and len(seen) > 20
     assert all(seen), f"{seen.count(False)} of {len(seen)} convolutions got NCHW input"
+
+
+def test_group_norm_fast_path_in_bfloat16():
+    """Statistics in fp32 for a bf16 map (bf16 sums would lose the variance), output in bf16."""
+    torch.manual_seed(5)
+    layer = norm(16).to(torch.bfloat16)
+    x = (torch.randn(2, 16, 40, 40) * 0.5 + 3.0).to(torch.bfloat16)
+    with torch.no_grad():
+        ours = layer(channels_last(x), silu=True)
+        native = F.silu(layer(x))  # PyTorch's NCHW kernel (fp32 statistics)
+    assert ours.dtype == torch.bfloat16
+    # both round to bf16 (8 bits): a few units of the last place apart at most
+    assert (ours.float() - native.float()).abs().max().item() < 0.05

@@ -23,8 +23,11 @@ def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     CPU run 1.3-1.6x faster on that layout, and every op in between keeps it (pixel_norms.py has
     the norms for it). The encoder's and decoder's outputs are made contiguous again. Training
     keeps the NCHW layout: PyTorch's channels-last GroupNorm backward is inexact and crashes
-    (torch 2.13, CPU) when the norm's weight needs no gradient."""
-    return x if torch.is_grad_enabled() else x.contiguous(memory_format=torch.channels_last)
+    (torch 2.13, CPU) when the norm's weight needs no gradient. Other devices keep NCHW and
+    their native kernels."""
+    if torch.is_grad_enabled() or x.device.type != "cpu":
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _can_overwrite() -> bool:

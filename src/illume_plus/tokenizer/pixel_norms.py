@@ -26,7 +26,9 @@ _SLICE = 1 << 18
 
 
 def _fast_path(x: torch.Tensor) -> bool:
-    return not torch.is_grad_enabled() and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+    """Inference on a channels-last CPU map (other devices keep their native kernels)."""
+    return (not torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4
+            and x.is_contiguous(memory_format=torch.channels_last))
 
 
 def _nearest_factor(coarse: torch.Tensor, x: torch.Tensor) -> tuple[int, int] | None:
@@ -47,13 +49,17 @@ def fused_multiply_add(x: torch.Tensor, gain: torch.Tensor, offset: torch.Tensor
     # strides that make the next convolution fall back to NCHW.
     out = x if overwrite else torch.empty_like(x)
     step = max(1, _SLICE // (n * c * fh * x.shape[-1]))  # rows of the coarse map per slice
+    exact = gain.dtype == x.dtype  # else a bf16 / fp16 map: the arithmetic in gain's fp32
     for start in range(0, h, step):
         stop, rows = min(h, start + step), slice(start * fh, min(h, start + step) * fh)
         shape = (n, c, stop - start, fh, w, fw)  # views, also of channels-last maps
-        part = torch.addcmul(offset[:, :, start:stop, None, :, None], x[:, :, rows].view(shape),
-                             gain[:, :, start:stop, None, :, None], out=out[:, :, rows].view(shape))
+        source, target = x[:, :, rows].view(shape), out[:, :, rows].view(shape)
+        part = torch.addcmul(offset[:, :, start:stop, None, :, None], source if exact else source.to(gain.dtype),
+                             gain[:, :, start:stop, None, :, None], out=target if exact else None)
         if silu:
             F.silu(part, inplace=True)
+        if not exact:
+            target.copy_(part)
     return out
 
 
@@ -69,7 +75,7 @@ class ChannelsLastGroupNorm(nn.GroupNorm):
     and the map is normalised by one fused multiply-add (4e-7 / 4e-7 / 1e-5 on the same maps)."""
 
     def coefficients(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gain, offset), each (N, C) fp32, with norm(x) = x * gain + offset per channel."""
+        """(gain, offset), each (N, C) in fp32 (fp64 for an fp64 map), with norm(x) = x * gain + offset."""
         n, c, h, w = x.shape
         g, per_group = self.num_groups, c // self.num_groups
         rows = x.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view: channels are the fastest axis
@@ -77,10 +83,11 @@ class ChannelsLastGroupNorm(nn.GroupNorm):
         # Sums of x - shift and its square per channel, the shift being the channel's mean over
         # the first slice: near the true mean, so the variance is not a small difference of
         # large sums (which is what loses digits in fp32 when |mean| >> std).
-        shift = parts[0].mean(1, keepdim=True)
+        wide = torch.promote_types(x.dtype, torch.float32)  # bf16 / fp16 maps: statistics in fp32
+        shift = parts[0].to(wide).mean(1, keepdim=True)
         total = squares = 0
         for part in parts:
-            centred = part - shift
+            centred = part.to(wide) - shift
             total = total + centred.sum(1).double()
             squares = squares + (centred * centred).sum(1).double()
         # per channel: sums of (x - s); per group (fp64): mean, and the sum of (x - mean)^2
@@ -97,7 +104,7 @@ class ChannelsLastGroupNorm(nn.GroupNorm):
         offset = -mean.view(n, g).repeat_interleave(per_group, dim=1) * gain
         if self.bias is not None:
             offset = offset + self.bias.double()
-        return gain.float(), offset.float()
+        return gain.to(wide), offset.to(wide)
 
     def _native(self, x: torch.Tensor) -> torch.Tensor:
         """PyTorch's kernel, always on an NCHW map: its channels-last variant is inexact (above)
