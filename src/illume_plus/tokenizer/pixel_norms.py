@@ -6,8 +6,9 @@ Inference on a channels-last map (no autograd) writes a norm as one fused multip
 `x * gain + offset`, where gain and offset are per (sample, channel) for GroupNorm and, for
 SpatialNorm, maps at the code map's resolution: the 1x1 convolutions and the products run
 there, and the coarse maps reach x's resolution by broadcasting (a nearest upsampling by an
-integer factor that is never materialised). Training, NCHW inputs and non-integer size ratios
-take the plain path: native GroupNorm, the convolutions' output resized to x.
+integer factor that is never materialised). Training, other devices than the CPU, NCHW inputs
+and non-integer size ratios take the plain path: native GroupNorm (on an NCHW map), the
+convolutions' output resized to x.
 """
 
 from __future__ import annotations
