@@ -32,7 +32,7 @@ Builds the model (fp32, eval), prints "ready", then for each request line
 runs ONE text-to-image generation of the whole batch and prints
     {"seconds": wall, "tokens": new tokens per row, "batch": B, "peak_mem_mb", "extra_mem_mb",
      "ids": [[generated ids], ...]}
-(peak memory: resident set size sampled during the call, as bench_generation.PeakMemory).
+(peak memory: resident set size sampled during the call, by peak_memory.PeakMemory as for ours).
 Batches: their processor reads its decoding state from row 0 only (SPEC §6), which is right
 here because every row of a text-to-image batch has the same layout; batch > 1 runs as in their
 eval script (batch 8), rows left-padded, one unconditional prompt repeated per row.
@@ -69,18 +69,15 @@ Worked around, from outside their code (nothing of theirs is copied or edited):
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import importlib.machinery
 import json
-import os
 import sys
-import threading
 import time
 import types
 from pathlib import Path
 
 import torch
+from peak_memory import PeakMemory  # benchmarks/peak_memory.py (this script's folder is on sys.path)
 
 
 def _stub(name: str) -> types.ModuleType:
@@ -155,36 +152,6 @@ class _FirstTokenStartsTheImage:
         return scores
 
 
-class _PeakRss:
-    @staticmethod
-    def _rss_mb() -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    def __enter__(self):
-        gc.collect()
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except OSError:
-            pass
-        self.start = self.peak = self._rss_mb()
-        self._stop = threading.Event()
-
-        def sample():
-            while not self._stop.is_set():
-                self.peak = max(self.peak, self._rss_mb())
-                time.sleep(0.002)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss_mb())
-
-
 class TheirTextToImage:
     """One `ILLUME.inference_mllm` generation, from prompt ids on (see the module docstring)."""
 
@@ -257,7 +224,7 @@ def main(argv: list[str]) -> int:
     for line in sys.stdin:
         if not line.strip():
             continue
-        with _PeakRss() as memory:
+        with PeakMemory(torch.device("cpu")) as memory:
             result = runner.once(json.loads(line))
         result.update(peak_mem_mb=round(memory.peak, 1), extra_mem_mb=round(memory.peak - memory.start, 1))
         print(json.dumps(result), flush=True)

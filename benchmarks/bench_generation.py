@@ -46,8 +46,6 @@ Peak memory: CUDA max allocated, or on CPU the peak resident set size sampled du
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import multiprocessing
 import os
@@ -55,7 +53,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -69,6 +66,7 @@ from illume_plus.mllm.processor import IllumePlusProcessor
 from illume_plus.mllm.sampling import GenerationSettings, SamplingConfig
 from illume_plus.mllm.text_tokenizer import build_tiny_text_tokenizer
 from illume_plus.tokenizer.config import DualViTokConfig
+from peak_memory import PeakMemory  # benchmarks/peak_memory.py (this script's folder is on sys.path)
 
 QWEN25_TEXT_TOKENS = 151665  # len(Qwen2.5's tokenizer), SPEC §3
 PROMPTS = ["a red circle on a white background", "a cat sitting on a mat", "two people walking in the park",
@@ -101,52 +99,6 @@ def build_processor(preset: str, config: IllumePlusConfig) -> IllumePlusProcesso
     # mid / 384m: a stand-in tokenizer of Qwen2.5's length, so every id is where it is at full size
     text_tokens = QWEN25_TEXT_TOKENS if preset in ("mid", "384m") else None
     return IllumePlusProcessor.from_text_tokenizer(build_tiny_text_tokenizer(total_size=text_tokens), config)
-
-
-# ---------------------------------------------------------------------- memory
-class PeakMemory:
-    """Peak memory of a block: CUDA max allocated, or sampled RSS on the CPU."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    @staticmethod
-    def _rss_mb() -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    def __enter__(self):
-        gc.collect()
-        try:  # hand freed heap back to the OS so the previous loop's peak does not hide this one's
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except OSError:
-            pass
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated() / 2**20
-            return self
-        self.start = self.peak = self._rss_mb()
-        self._stop = threading.Event()
-
-        def sample():
-            while not self._stop.is_set():
-                self.peak = max(self.peak, self._rss_mb())
-                time.sleep(0.002)
-
-        self._thread = threading.Thread(target=sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, self._rss_mb())
-        self.extra = self.peak - self.start
 
 
 # ---------------------------------------------------------------------- the two loops
